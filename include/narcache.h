@@ -12,5 +12,6 @@
 
 #include "narcache/common.h"
 #include "narcache/hash.h"
+#include "narcache/nar.h"
 
 #endif /* NARCACHE_H */

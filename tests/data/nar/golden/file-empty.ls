@@ -1,0 +1,1 @@
+{"version":1,"root":{"type":"regular","size":0,"narOffset":96}}

@@ -1,0 +1,1 @@
+{"version":1,"root":{"type":"regular","size":5,"narOffset":96}}

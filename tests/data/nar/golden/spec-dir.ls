@@ -1,0 +1,1 @@
+{"version":1,"root":{"type":"directory","entries":{"a":{"type":"regular","size":3,"narOffset":232},"b":{"type":"regular","size":10,"executable":true,"narOffset":456},"c":{"type":"symlink","target":"a"},"d":{"type":"directory","entries":{"e":{"type":"regular","size":0,"narOffset":984}}}}}}
