@@ -758,3 +758,58 @@ int narcache_nar_dumper_read(narcache_nar_dumper *d, narcache_outbuf *out) {
   }
   return d->phase == P_DONE ? 0 : 1;
 }
+
+/* ---- index as events (listings) ------------------------------------------------ */
+
+int narcache__nar_dumper_events(narcache_nar_dumper *d, narcache__nar_event_cb cb, void *ctx) {
+  int rc = check_ready(d);
+  if (rc < 0)
+    return rc;
+  narcache_nar_event ev = NARCACHE_NAR_EVENT_INIT;
+  for (uint32_t i = 0; i < d->nnodes; i++) {
+    const index_node *n = &d->nodes[i];
+    memset(&ev, 0, sizeof ev);
+    ev.version = NARCACHE_NAR_EVENT_VERSION;
+    ev.depth = n->depth;
+    if (n->parent != NO_NODE) {
+      ev.type = NARCACHE_NAR_ENTRY;
+      ev.name = arena_str(d, n->name_off);
+      ev.name_len = n->name_len;
+      ev.offset = n->start;
+      if ((rc = cb(ctx, &ev)) < 0)
+        return rc;
+      ev.name = NULL;
+      ev.name_len = 0;
+    }
+    ev.offset = n->start + n->header_len;
+    if (n->type == NODE_FILE) {
+      ev.type = NARCACHE_NAR_FILE_BEGIN;
+      ev.size = n->size;
+      ev.executable = n->executable;
+    } else if (n->type == NODE_SYMLINK) {
+      ev.type = NARCACHE_NAR_SYMLINK;
+      ev.name = arena_str(d, n->target_off);
+      ev.name_len = n->target_len;
+    } else {
+      ev.type = NARCACHE_NAR_DIR_BEGIN;
+    }
+    if ((rc = cb(ctx, &ev)) < 0)
+      return rc;
+    /* Close the directories that end after this node. */
+    for (uint32_t x = i; x != NO_NODE && d->nodes[x].end == i + 1; x = d->nodes[x].parent) {
+      if (d->nodes[x].type != NODE_DIR)
+        continue;
+      memset(&ev, 0, sizeof ev);
+      ev.version = NARCACHE_NAR_EVENT_VERSION;
+      ev.type = NARCACHE_NAR_DIR_END;
+      ev.depth = d->nodes[x].depth;
+      if ((rc = cb(ctx, &ev)) < 0)
+        return rc;
+    }
+  }
+  memset(&ev, 0, sizeof ev);
+  ev.version = NARCACHE_NAR_EVENT_VERSION;
+  ev.type = NARCACHE_NAR_END;
+  ev.offset = d->size;
+  return cb(ctx, &ev);
+}

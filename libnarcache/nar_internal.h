@@ -56,4 +56,22 @@ int narcache__nar_name_cmp(const char *a, size_t alen, const char *b,
  * \xNN, cut with "..." past about 48 bytes. Always NUL terminates. */
 void narcache__nar_quote(char *dst, size_t cap, const char *s, size_t len);
 
+/* ---- listings ------------------------------------------------------------ */
+
+/* Builds `.ls` JSON from NAR events (from the parser, or synthesised from a
+ * dumper's index). */
+typedef struct narcache__nar_listing {
+  narcache__buf json;
+  narcache__buf first; /* per open directory: 1 until its first entry */
+} narcache__nar_listing;
+
+int narcache__nar_listing_event(narcache__nar_listing *l, const narcache_nar_event *ev);
+void narcache__nar_listing_free(narcache__nar_listing *l);
+
+/* Feed `cb` the events of the dumper's index: DIR_BEGIN, ENTRY, FILE_BEGIN
+ * (size, executable, offset of the contents), SYMLINK, DIR_END, END. No
+ * FILE_DATA or FILE_END. Stops at the first negative return. */
+typedef int (*narcache__nar_event_cb)(void *ctx, const narcache_nar_event *ev);
+int narcache__nar_dumper_events(narcache_nar_dumper *d, narcache__nar_event_cb cb, void *ctx);
+
 #endif

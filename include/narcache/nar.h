@@ -272,17 +272,22 @@ NARCACHE_API void narcache_nar_dumper_free(narcache_nar_dumper *d);
 
 typedef struct narcache_nar_restorer narcache_nar_restorer;
 
-/** Prepare to restore a NAR to `path` (resolved against `dirfd` when
- *  relative), which must not exist; its parent must. The tree is built
- *  under a hidden temporary name in the parent directory with *at() calls
- *  relative to directories the restorer created itself, never following a
- *  symlink, and moved to `path` only by narcache_nar_restorer_finish().
- *  Modes are those `nix-store --restore` leaves: directories 0755, files
- *  0644, executables 0755.
- *  @return 0; NARCACHE_EIO (e.g. `path` exists: syserr EEXIST);
- *          NARCACHE_EINVAL; NARCACHE_ENOMEM. */
-NARCACHE_API NARCACHE_NODISCARD int narcache_nar_restorer_new(narcache_nar_restorer **out,
-                                                              int dirfd, const char *path);
+/** Create a restorer with default limits; then narcache_nar_restorer_open().
+ *  @return 0; NARCACHE_EINVAL; NARCACHE_ENOMEM. */
+NARCACHE_API NARCACHE_NODISCARD int narcache_nar_restorer_new(narcache_nar_restorer **out);
+
+/** Prepare to restore to `path` (resolved against `dirfd` when relative;
+ *  NARCACHE_AT_FDCWD for the working directory), which must not exist; its
+ *  parent must. The tree is built under a hidden temporary name in the
+ *  parent directory with *at() calls relative to directories the restorer
+ *  created itself, never following a symlink, and moved to `path` only by
+ *  narcache_nar_restorer_finish(). Modes are those `nix-store --restore`
+ *  leaves: directories 0755, files 0644, executables 0755.
+ *  @return 0; NARCACHE_EIO (e.g. `path` exists: syserr EEXIST; see _errmsg);
+ *          NARCACHE_EINVAL (unusable name such as "." or ".."); NARCACHE_ENOMEM;
+ *          NARCACHE_EMISUSE if already open. */
+NARCACHE_API int narcache_nar_restorer_open(narcache_nar_restorer *r, int dirfd,
+                                            const char *path);
 
 /** As narcache_nar_parser_set_limit, before the first write. */
 NARCACHE_API int narcache_nar_restorer_set_limit(narcache_nar_restorer *r, int limit,

@@ -1,0 +1,256 @@
+/* One-pass helpers over the dumper and restorer: dump to a descriptor,
+ * restore from a descriptor, hash a path. */
+#define _GNU_SOURCE
+#include "common_internal.h"
+#include "nar_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Output is gathered into blocks of this size; file regions at least
+ * SENDFILE_MIN long go straight from the page cache with sendfile. */
+#define STAGING_SIZE (256 * 1024)
+#define SENDFILE_MIN (128 * 1024)
+#define HASH_CHUNK (128 * 1024)
+#define RESTORE_CHUNK (1024 * 1024)
+
+static void clear_err(char *errbuf, size_t errbuf_size) {
+  if (errbuf != NULL && errbuf_size > 0)
+    errbuf[0] = '\0';
+}
+
+/* "subject[: problem][: strerror(err)]" into the caller's buffer. */
+static void set_err(char *errbuf, size_t errbuf_size, const char *subject, const char *problem,
+                    int err) {
+  if (errbuf == NULL || errbuf_size == 0)
+    return;
+  snprintf(errbuf, errbuf_size, "%s%s%s", subject, problem != NULL ? ": " : "",
+           problem != NULL ? problem : "");
+  if (err != 0) {
+    size_t len = strlen(errbuf);
+    snprintf(errbuf + len, errbuf_size - len, ": %s", strerror(err));
+  }
+}
+
+static int write_all(int fd, const char *data, size_t len) {
+  while (len > 0) {
+    ssize_t n = write(fd, data, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return -1;
+    data += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* ---- dump ------------------------------------------------------------------- */
+
+typedef struct dump_sink {
+  int fd;
+  int sendfile_ok;
+  char *staging;
+  size_t used;
+} dump_sink;
+
+static int flush(dump_sink *s) {
+  int rc = write_all(s->fd, s->staging, s->used);
+  s->used = 0;
+  return rc;
+}
+
+/* Copy a file region through the staging buffer; a short read means the
+ * file shrank, which must abort the NAR. */
+static int copy_region(dump_sink *s, const narcache_nar_segment *seg, int *short_read) {
+  uint64_t done = 0;
+  while (done < seg->length) {
+    if (s->used == STAGING_SIZE && flush(s) < 0)
+      return -1;
+    size_t room = STAGING_SIZE - s->used;
+    size_t want = seg->length - done < room ? (size_t)(seg->length - done) : room;
+    ssize_t n = pread(seg->fd, s->staging + s->used, want, (off_t)(seg->file_offset + done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return -1;
+    if (n == 0) {
+      *short_read = 1;
+      return -1;
+    }
+    s->used += (size_t)n;
+    done += (uint64_t)n;
+  }
+  return 0;
+}
+
+/* Send a large region without copying it through user space. Falls back
+ * to copy_region when the kernel refuses sendfile for this output. */
+static int send_region(dump_sink *s, const narcache_nar_segment *seg, int *short_read) {
+  if (s->used > 0 && flush(s) < 0)
+    return -1;
+  off_t offset = (off_t)seg->file_offset;
+  uint64_t left = seg->length;
+  while (left > 0) {
+    size_t chunk = left < (1u << 30) ? (size_t)left : (1u << 30);
+    ssize_t n = sendfile(s->fd, seg->fd, &offset, chunk);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EINVAL || errno == ENOSYS) && left == seg->length) {
+      s->sendfile_ok = 0;
+      return copy_region(s, seg, short_read);
+    }
+    if (n < 0)
+      return -1;
+    if (n == 0) {
+      *short_read = 1;
+      return -1;
+    }
+    left -= (uint64_t)n;
+  }
+  /* The file must not have grown either: the NAR records its size. */
+  struct stat st;
+  if (fstat(seg->fd, &st) != 0 || (uint64_t)st.st_size != seg->file_offset + seg->length) {
+    *short_read = 1;
+    return -1;
+  }
+  return 0;
+}
+
+static int put_segment(dump_sink *s, const narcache_nar_segment *seg, int *short_read) {
+  if (seg->kind == NARCACHE_NAR_SEG_FILE) {
+    if (s->sendfile_ok && seg->length >= SENDFILE_MIN)
+      return send_region(s, seg, short_read);
+    return copy_region(s, seg, short_read);
+  }
+  const char *data = seg->data;
+  size_t len = (size_t)seg->length;
+  while (len > 0) {
+    if (s->used == STAGING_SIZE && flush(s) < 0)
+      return -1;
+    size_t n = len < STAGING_SIZE - s->used ? len : STAGING_SIZE - s->used;
+    memcpy(s->staging + s->used, data, n);
+    s->used += n;
+    data += n;
+    len -= n;
+  }
+  return 0;
+}
+
+int narcache_nar_dump_path_to_fd(uint64_t *size_out, const char *path, int fd, char *errbuf,
+                                 size_t errbuf_size) {
+  clear_err(errbuf, errbuf_size);
+  if (path == NULL || fd < 0)
+    return NARCACHE_EINVAL;
+  narcache_nar_dumper *d = NULL;
+  dump_sink sink = {fd, 1, narcache__malloc(STAGING_SIZE), 0};
+  int rc = sink.staging != NULL ? narcache_nar_dumper_new(&d) : NARCACHE_ENOMEM;
+  if (rc == 0)
+    rc = narcache_nar_dumper_open(d, NARCACHE_AT_FDCWD, path);
+  narcache_nar_segment seg = {NARCACHE_NAR_SEGMENT_VERSION, 0, 0, 0, NULL, -1, 0, 0};
+  while (rc == 0 && (rc = narcache_nar_dumper_next(d, &seg)) > 0) {
+    int short_read = 0;
+    rc = put_segment(&sink, &seg, &short_read);
+    if (rc < 0) {
+      int err = errno;
+      set_err(errbuf, errbuf_size, path,
+              short_read ? "a file changed while being dumped" : "write failed",
+              short_read ? 0 : err);
+      rc = NARCACHE_EIO;
+      break;
+    }
+  }
+  if (rc == 0 && sink.used > 0 && flush(&sink) < 0) {
+    set_err(errbuf, errbuf_size, path, "write failed", errno);
+    rc = NARCACHE_EIO;
+  }
+  if (rc < 0 && d != NULL && narcache_nar_dumper_errmsg(d)[0] != '\0')
+    set_err(errbuf, errbuf_size, narcache_nar_dumper_errmsg(d), NULL, 0);
+  if (rc == 0 && size_out != NULL)
+    *size_out = narcache_nar_dumper_size(d);
+  narcache_nar_dumper_free(d);
+  narcache__free(sink.staging);
+  return rc;
+}
+
+/* ---- hash ---------------------------------------------------------------------- */
+
+int narcache_nar_hash_path(narcache_hash *hash_out, uint64_t *size_out, const char *path,
+                           char *errbuf, size_t errbuf_size) {
+  clear_err(errbuf, errbuf_size);
+  if (hash_out == NULL || path == NULL)
+    return NARCACHE_EINVAL;
+  narcache_nar_dumper *d = NULL;
+  narcache_hasher *h = NULL;
+  char *chunk = narcache__malloc(HASH_CHUNK);
+  int rc = chunk != NULL ? narcache_nar_dumper_new(&d) : NARCACHE_ENOMEM;
+  if (rc == 0)
+    rc = narcache_hasher_new(&h, NARCACHE_HASH_SHA256);
+  if (rc == 0)
+    rc = narcache_nar_dumper_open(d, NARCACHE_AT_FDCWD, path);
+  int more = rc == 0;
+  while (more) {
+    narcache_outbuf out = {chunk, HASH_CHUNK, 0};
+    more = narcache_nar_dumper_read(d, &out);
+    if (more < 0) {
+      rc = more;
+      break;
+    }
+    if ((rc = narcache_hasher_update(h, chunk, out.pos)) < 0)
+      break;
+  }
+  if (rc == 0)
+    rc = narcache_hasher_final(h, hash_out);
+  if (rc == 0 && size_out != NULL)
+    *size_out = narcache_nar_dumper_size(d);
+  if (rc < 0 && d != NULL && narcache_nar_dumper_errmsg(d)[0] != '\0')
+    set_err(errbuf, errbuf_size, narcache_nar_dumper_errmsg(d), NULL, 0);
+  else if (rc < 0)
+    set_err(errbuf, errbuf_size, path, narcache_strerror(rc), 0);
+  narcache_hasher_free(h);
+  narcache_nar_dumper_free(d);
+  narcache__free(chunk);
+  return rc;
+}
+
+/* ---- restore -------------------------------------------------------------------- */
+
+int narcache_nar_restore_path_from_fd(const char *path, int fd, char *errbuf,
+                                      size_t errbuf_size) {
+  clear_err(errbuf, errbuf_size);
+  if (path == NULL || fd < 0)
+    return NARCACHE_EINVAL;
+  narcache_nar_restorer *r = NULL;
+  char *chunk = narcache__malloc(RESTORE_CHUNK);
+  int rc = chunk != NULL ? narcache_nar_restorer_new(&r) : NARCACHE_ENOMEM;
+  if (rc == 0)
+    rc = narcache_nar_restorer_open(r, NARCACHE_AT_FDCWD, path);
+  while (rc >= 0) {
+    ssize_t n = read(fd, chunk, RESTORE_CHUNK);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      set_err(errbuf, errbuf_size, path, "cannot read the NAR", errno);
+      rc = NARCACHE_EIO;
+      break;
+    }
+    if (n == 0) {
+      rc = narcache_nar_restorer_finish(r);
+      break;
+    }
+    narcache_inbuf in = {chunk, (size_t)n, 0};
+    rc = narcache_nar_restorer_write(r, &in);
+  }
+  if (rc < 0 && r != NULL && narcache_nar_restorer_errmsg(r)[0] != '\0')
+    set_err(errbuf, errbuf_size, narcache_nar_restorer_errmsg(r), NULL, 0);
+  else if (rc < 0 && (errbuf == NULL || errbuf[0] == '\0'))
+    set_err(errbuf, errbuf_size, path, narcache_strerror(rc), 0);
+  narcache_nar_restorer_free(r);
+  narcache__free(chunk);
+  return rc < 0 ? rc : NARCACHE_OK;
+}
