@@ -66,6 +66,7 @@ struct narcache_nar_dumper {
   narcache__buf arena;
   uint64_t tail_start, size;
   /* emission */
+  uint64_t position;   /* NAR offset of the next byte handed out */
   uint32_t cur;        /* node being emitted; nnodes means the tail */
   int phase;
   uint64_t skip;       /* header bytes to skip after a seek */
@@ -111,7 +112,8 @@ static const char *arena_str(const narcache_nar_dumper *d, size_t off) {
 static void node_path(const narcache_nar_dumper *d, uint32_t node, char *out, size_t cap) {
   uint32_t chain[64];
   size_t depth = 0;
-  for (uint32_t n = node; n != NO_NODE && n < d->nnodes && d->nodes[n].parent != NO_NODE;
+  /* Parents always precede their children, which bounds this walk. */
+  for (uint32_t n = node; n != NO_NODE && n < d->nnodes && d->nodes[n].parent < n;
        n = d->nodes[n].parent)
     if (depth < 64)
       chain[depth++] = n;
@@ -286,7 +288,8 @@ static int append_node(narcache_nar_dumper *d, uint32_t *index_out) {
     d->nodes_cap = cap;
   }
   *index_out = d->nnodes;
-  memset(&d->nodes[d->nnodes++], 0, sizeof(index_node));
+  memset(&d->nodes[d->nnodes], 0, sizeof(index_node));
+  d->nodes[d->nnodes++].parent = NO_NODE;
   return NARCACHE_OK;
 }
 
@@ -423,7 +426,6 @@ static int walk(narcache_nar_dumper *d, int root_dirfd, const char *path) {
   int rc = append_node(d, &root);
   if (rc < 0 || (rc = stat_node(d, root, root_dirfd, path)) < 0 || (rc = place_node(d, root)) < 0)
     return rc;
-  d->nodes[root].parent = NO_NODE;
   if (d->nodes[root].type != NODE_DIR) {
     d->nodes[root].end = 1;
     return NARCACHE_OK;
@@ -624,6 +626,7 @@ int narcache_nar_dumper_next(narcache_nar_dumper *d, narcache_nar_segment *seg) 
       seg->data = NULL;
       seg->fd = d->file_fd;
       seg->file_offset = d->data_pos;
+      d->position = seg->nar_offset + seg->length;
       return 1;
     }
     if ((rc = build_header(d, &d->header, d->cur)) < 0)
@@ -642,6 +645,7 @@ int narcache_nar_dumper_next(narcache_nar_dumper *d, narcache_nar_segment *seg) 
       seg->data = d->header.data + skip;
       seg->fd = -1;
       seg->file_offset = 0;
+      d->position = seg->nar_offset + seg->length;
       return 1;
     }
   }
@@ -656,6 +660,7 @@ int narcache_nar_dumper_seek(narcache_nar_dumper *d, uint64_t offset) {
   close_file(d);
   d->data_pos = 0;
   d->skip = 0;
+  d->position = offset;
   if (offset == d->size) {
     d->cur = d->nnodes;
     d->phase = P_DONE;
@@ -741,6 +746,7 @@ int narcache_nar_dumper_read(narcache_nar_dumper *d, narcache_outbuf *out) {
       if ((rc = read_file_bytes(d, dst + out->pos, out->size - out->pos, &got)) < 0)
         return rc;
       out->pos += got;
+      d->position += got;
       continue;
     }
     narcache_nar_segment seg = {NARCACHE_NAR_SEGMENT_VERSION, 0, 0, 0, NULL, -1, 0, 0};
@@ -756,7 +762,7 @@ int narcache_nar_dumper_read(narcache_nar_dumper *d, narcache_outbuf *out) {
     if (n < seg.length)
       narcache_nar_dumper_seek(d, seg.nar_offset + n);
   }
-  return d->phase == P_DONE ? 0 : 1;
+  return d->position < d->size ? 1 : 0;
 }
 
 /* ---- index as events (listings) ------------------------------------------------ */

@@ -544,6 +544,7 @@ static int step(narcache_nar_parser *p, narcache_inbuf *in, narcache_nar_event *
     p->phase = PHASE_LEN;
     if (p->state == S_CONTENTS) {
       emit(p, ev, NARCACHE_NAR_FILE_END);
+      ev->offset = p->offset;
       p->state = S_NODE_CLOSE;
       return NARCACHE_NAR_FILE_END;
     }
@@ -561,6 +562,12 @@ int narcache_nar_parser_next(narcache_nar_parser *p, narcache_inbuf *in,
     return NARCACHE_EINVAL;
   if (p->error != 0)
     return p->error;
+  narcache_inbuf empty;
+  if (in->data == NULL) { /* size is 0: never do arithmetic on NULL */
+    empty = *in;
+    empty.data = "";
+    in = &empty;
+  }
   if (!p->started) {
     int rc = start(p);
     if (rc < 0)

@@ -95,9 +95,14 @@ static void remove_tree(int parent_fd, const char *name) {
           close(fd);
         break;
       }
+      char *copy = strdup(next_name);
+      if (copy == NULL) {
+        closedir(dir);
+        break;
+      }
       stack[depth].fd = fd;
       stack[depth].dir = dir;
-      stack[depth].name = strdup(next_name);
+      stack[depth].name = copy;
       depth++;
       next_name = NULL;
     }
@@ -297,6 +302,7 @@ static int create_file(narcache_nar_restorer *r, int dirfd, const char *name, co
   if (fchmod(fd, executable ? MODE_EXEC : MODE_FILE) != 0) {
     int err = errno;
     close(fd);
+    unlinkat(dirfd, name, 0); /* the caller does not know it exists */
     errno = err;
     return -1;
   }
@@ -328,11 +334,11 @@ static int create_dir(narcache_nar_restorer *r, int dirfd, const char *name, con
   if (mkdirat(dirfd, name, MODE_DIR) != 0)
     return -1;
   int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0)
-    return -1;
-  int err = fchmod(fd, MODE_DIR) != 0 ? errno : push_dir_fd(r, fd) != 0 ? ENOMEM : 0;
+  int err = fd < 0 ? errno : fchmod(fd, MODE_DIR) != 0 ? errno : push_dir_fd(r, fd) != 0 ? ENOMEM : 0;
   if (err != 0) {
-    close(fd);
+    if (fd >= 0)
+      close(fd);
+    unlinkat(dirfd, name, AT_REMOVEDIR); /* the caller does not know it exists */
     errno = err;
     return -1;
   }

@@ -92,6 +92,15 @@ static int failed(narcache_nar_writer *w, int rc) {
   return rc;
 }
 
+/* The NAR so far (and, for a file, the contents and padding still owed)
+ * must stay within the size limit, as the parser would require. */
+static int check_size(narcache_nar_writer *w, uint64_t still_owed) {
+  uint64_t offset = narcache_nar_writer_offset(w);
+  if (offset > w->limits.size || still_owed > w->limits.size - offset)
+    return failed(w, NARCACHE_ELIMIT);
+  return NARCACHE_OK;
+}
+
 static int put_tokens(narcache_nar_writer *w, const char *const *tokens, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (narcache__nar_put_token(&w->queue, tokens[i]) < 0)
@@ -130,7 +139,7 @@ int narcache_nar_writer_dir_begin(narcache_nar_writer *w) {
   if (put_tokens(w, open, 3) < 0)
     return failed(w, NARCACHE_ENOMEM);
   w->state = W_DIR;
-  return NARCACHE_OK;
+  return check_size(w, 0);
 }
 
 int narcache_nar_writer_entry(narcache_nar_writer *w, const char *name, size_t len) {
@@ -161,7 +170,7 @@ int narcache_nar_writer_entry(narcache_nar_writer *w, const char *name, size_t l
       narcache__nar_put_token(&w->queue, "node") < 0)
     return failed(w, NARCACHE_ENOMEM);
   w->state = W_NODE;
-  return NARCACHE_OK;
+  return check_size(w, 0);
 }
 
 int narcache_nar_writer_file_begin(narcache_nar_writer *w, uint64_t size, int executable) {
@@ -170,8 +179,7 @@ int narcache_nar_writer_file_begin(narcache_nar_writer *w, uint64_t size, int ex
   int rc = enter(w, W_NODE);
   if (rc < 0)
     return rc;
-  if (size > UINT64_MAX - 64 - narcache_nar_writer_offset(w) ||
-      narcache_nar_writer_offset(w) + size > w->limits.size)
+  if (size > UINT64_MAX - 64 - narcache_nar_writer_offset(w))
     return failed(w, NARCACHE_ELIMIT);
   if (put_tokens(w, open, 3) < 0 || (executable && put_tokens(w, exec, 2) < 0) ||
       narcache__nar_put_token(&w->queue, "contents") < 0 ||
@@ -180,11 +188,10 @@ int narcache_nar_writer_file_begin(narcache_nar_writer *w, uint64_t size, int ex
   w->file_size = w->file_left = size;
   w->state = W_FILE_DATA;
   if (size == 0) {
-    w->file_size = 0;
     if (narcache__nar_put_token(&w->queue, ")") < 0 || node_done(w) < 0)
       return failed(w, NARCACHE_ENOMEM);
   }
-  return NARCACHE_OK;
+  return check_size(w, size + (8 - size % 8) % 8);
 }
 
 int narcache_nar_writer_symlink(narcache_nar_writer *w, const char *target, size_t len) {
@@ -201,7 +208,7 @@ int narcache_nar_writer_symlink(narcache_nar_writer *w, const char *target, size
   if (put_tokens(w, open, 4) < 0 || narcache__nar_put_str(&w->queue, target, len) < 0 ||
       narcache__nar_put_token(&w->queue, ")") < 0 || node_done(w) < 0)
     return failed(w, NARCACHE_ENOMEM);
-  return NARCACHE_OK;
+  return check_size(w, 0);
 }
 
 int narcache_nar_writer_dir_end(narcache_nar_writer *w) {
@@ -211,7 +218,7 @@ int narcache_nar_writer_dir_end(narcache_nar_writer *w) {
   w->ndirs--;
   if (narcache__nar_put_token(&w->queue, ")") < 0 || node_done(w) < 0)
     return failed(w, NARCACHE_ENOMEM);
-  return NARCACHE_OK;
+  return check_size(w, 0);
 }
 
 int narcache_nar_writer_finish(narcache_nar_writer *w) {
@@ -269,5 +276,5 @@ int narcache_nar_writer_data(narcache_nar_writer *w, narcache_outbuf *out,
   if (narcache__nar_put_padding(&w->queue, size) < 0 ||
       narcache__nar_put_token(&w->queue, ")") < 0 || node_done(w) < 0)
     return failed(w, NARCACHE_ENOMEM);
-  return 0;
+  return check_size(w, 0);
 }

@@ -82,8 +82,10 @@ typedef struct narcache_nar_event {
   const void *data; /* FILE_DATA */
   size_t len;       /* FILE_DATA */
   uint64_t size;    /* FILE_BEGIN: file size in bytes */
-  uint64_t offset;  /* NAR offset of the event (FILE_BEGIN: of the first
-                       content byte, the `.ls` narOffset; FILE_DATA: of data) */
+  uint64_t offset;  /* NAR offset of the event: where its frame starts;
+                       FILE_BEGIN: the first content byte (the `.ls`
+                       narOffset); FILE_DATA: of data; FILE_END and END:
+                       just past the contents frame / the archive */
 } narcache_nar_event;
 
 #define NARCACHE_NAR_EVENT_INIT {NARCACHE_NAR_EVENT_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0}
@@ -171,7 +173,8 @@ NARCACHE_API int narcache_nar_writer_finish(narcache_nar_writer *w);
  *  queued bytes (which are drained first). Consumes at most the bytes the
  *  file still needs; the padding is queued when the file is complete.
  *  @return 1 while the file still needs data, 0 when it is complete;
- *          NARCACHE_EMISUSE if no file is open. */
+ *          NARCACHE_EMISUSE if no file is open; NARCACHE_ELIMIT if closing
+ *          the file would exceed the size limit. */
 NARCACHE_API int narcache_nar_writer_data(narcache_nar_writer *w, narcache_outbuf *out,
                                           narcache_inbuf *in);
 
