@@ -391,7 +391,8 @@ static int read_level(narcache_nar_dumper *d, walk_level *lv) {
   }
   if (errno != 0)
     return fail(d, NARCACHE_EIO, errno, lv->node, "cannot read directory");
-  qsort_r(lv->order, lv->count, sizeof *lv->order, compare_names, lv->names.data);
+  if (lv->count > 1)
+    qsort_r(lv->order, lv->count, sizeof *lv->order, compare_names, lv->names.data);
   return NARCACHE_OK;
 }
 

@@ -65,33 +65,45 @@ static int flush(dump_sink *s) {
   return rc;
 }
 
-/* Copy a file region through the staging buffer; a short read means the
- * file shrank, which must abort the NAR. */
-static int copy_region(dump_sink *s, const narcache_nar_segment *seg, int *short_read) {
+/* Copy a file region through the staging buffer. The last read asks for
+ * one byte more than the region when there is room, so a file that grew
+ * is noticed without another system call; a short read means it shrank.
+ * Either must abort the NAR. */
+static int copy_region(dump_sink *s, const narcache_nar_segment *seg, int *changed) {
   uint64_t done = 0;
+  int probed = 0;
   while (done < seg->length) {
     if (s->used == STAGING_SIZE && flush(s) < 0)
       return -1;
     size_t room = STAGING_SIZE - s->used;
-    size_t want = seg->length - done < room ? (size_t)(seg->length - done) : room;
-    ssize_t n = pread(seg->fd, s->staging + s->used, want, (off_t)(seg->file_offset + done));
+    uint64_t left = seg->length - done;
+    size_t want = left < room ? (size_t)left : room;
+    probed = left < room;
+    ssize_t n = pread(seg->fd, s->staging + s->used, want + (size_t)probed,
+                      (off_t)(seg->file_offset + done));
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0)
       return -1;
-    if (n == 0) {
-      *short_read = 1;
+    if (n == 0 || (size_t)n > want) {
+      *changed = 1;
       return -1;
     }
     s->used += (size_t)n;
     done += (uint64_t)n;
+  }
+  struct stat st;
+  if (!probed && (fstat(seg->fd, &st) != 0 ||
+                  (uint64_t)st.st_size != seg->file_offset + seg->length)) {
+    *changed = 1;
+    return -1;
   }
   return 0;
 }
 
 /* Send a large region without copying it through user space. Falls back
  * to copy_region when the kernel refuses sendfile for this output. */
-static int send_region(dump_sink *s, const narcache_nar_segment *seg, int *short_read) {
+static int send_region(dump_sink *s, const narcache_nar_segment *seg, int *changed) {
   if (s->used > 0 && flush(s) < 0)
     return -1;
   off_t offset = (off_t)seg->file_offset;
@@ -103,12 +115,12 @@ static int send_region(dump_sink *s, const narcache_nar_segment *seg, int *short
       continue;
     if (n < 0 && (errno == EINVAL || errno == ENOSYS) && left == seg->length) {
       s->sendfile_ok = 0;
-      return copy_region(s, seg, short_read);
+      return copy_region(s, seg, changed);
     }
     if (n < 0)
       return -1;
     if (n == 0) {
-      *short_read = 1;
+      *changed = 1;
       return -1;
     }
     left -= (uint64_t)n;
@@ -116,17 +128,17 @@ static int send_region(dump_sink *s, const narcache_nar_segment *seg, int *short
   /* The file must not have grown either: the NAR records its size. */
   struct stat st;
   if (fstat(seg->fd, &st) != 0 || (uint64_t)st.st_size != seg->file_offset + seg->length) {
-    *short_read = 1;
+    *changed = 1;
     return -1;
   }
   return 0;
 }
 
-static int put_segment(dump_sink *s, const narcache_nar_segment *seg, int *short_read) {
+static int put_segment(dump_sink *s, const narcache_nar_segment *seg, int *changed) {
   if (seg->kind == NARCACHE_NAR_SEG_FILE) {
     if (s->sendfile_ok && seg->length >= SENDFILE_MIN)
-      return send_region(s, seg, short_read);
-    return copy_region(s, seg, short_read);
+      return send_region(s, seg, changed);
+    return copy_region(s, seg, changed);
   }
   const char *data = seg->data;
   size_t len = (size_t)seg->length;
@@ -154,13 +166,13 @@ int narcache_nar_dump_path_to_fd(uint64_t *size_out, const char *path, int fd, c
     rc = narcache_nar_dumper_open(d, NARCACHE_AT_FDCWD, path);
   narcache_nar_segment seg = {NARCACHE_NAR_SEGMENT_VERSION, 0, 0, 0, NULL, -1, 0, 0};
   while (rc == 0 && (rc = narcache_nar_dumper_next(d, &seg)) > 0) {
-    int short_read = 0;
-    rc = put_segment(&sink, &seg, &short_read);
+    int changed = 0;
+    rc = put_segment(&sink, &seg, &changed);
     if (rc < 0) {
       int err = errno;
       set_err(errbuf, errbuf_size, path,
-              short_read ? "a file changed while being dumped" : "write failed",
-              short_read ? 0 : err);
+              changed ? "a file changed while being dumped" : "write failed",
+              changed ? 0 : err);
       rc = NARCACHE_EIO;
       break;
     }
