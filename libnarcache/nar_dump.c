@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,12 +47,6 @@ typedef struct index_node {
 
 enum emit_phase { P_HEADER, P_DATA, P_DONE };
 
-/* An open directory on the path to the node being emitted. */
-typedef struct open_dir {
-  uint32_t node;
-  int fd;
-} open_dir;
-
 struct narcache_nar_dumper {
   narcache__nar_limits limits;
   int opened;
@@ -73,8 +68,14 @@ struct narcache_nar_dumper {
   uint64_t data_pos;   /* next content byte of the current file */
   narcache__buf header;
   int file_fd;
-  open_dir *dirs;
-  size_t ndirs, dirs_cap;
+  narcache__dir_chain chain; /* directories on the path to the current file */
+  /* optional source of small files' contents (read ahead by helpers) */
+  narcache__nar_content_fn content_fn;
+  void *content_ctx;
+  uint64_t content_max;
+  int content_held; /* the current file's contents came from content_fn */
+  int walk_threads; /* threads open() may use to stat large directories */
+  const char *content;
 };
 
 /* ---- errors ------------------------------------------------------------- */
@@ -159,17 +160,19 @@ static void close_file(narcache_nar_dumper *d) {
   d->file_fd = -1;
 }
 
-static void close_dirs_to(narcache_nar_dumper *d, size_t keep) {
-  while (d->ndirs > keep)
-    close(d->dirs[--d->ndirs].fd);
+void narcache__dir_chain_close(narcache__dir_chain *c) {
+  while (c->n > 0)
+    close(c->dirs[--c->n].fd);
+  narcache__free(c->dirs);
+  c->dirs = NULL;
+  c->cap = 0;
 }
 
 void narcache_nar_dumper_free(narcache_nar_dumper *d) {
   if (d == NULL)
     return;
   close_file(d);
-  close_dirs_to(d, 0);
-  narcache__free(d->dirs);
+  narcache__dir_chain_close(&d->chain);
   narcache__free(d->nodes);
   narcache__free(d->root_path);
   narcache__buf_free(&d->arena);
@@ -262,12 +265,20 @@ static int build_header(narcache_nar_dumper *d, narcache__buf *b, uint32_t i) {
 /* ---- indexing ------------------------------------------------------------------ */
 
 /* A directory being read during the walk: its children, sorted. */
+/* lstat results gathered ahead of the walk (see prestat_level). */
+typedef struct child_stat {
+  uint64_t size;
+  uint32_t mode;
+  int err;
+} child_stat;
+
 typedef struct walk_level {
   uint32_t node;
   DIR *dir;
   narcache__buf names; /* NUL-terminated names back to back */
   size_t *order;       /* offsets into names, sorted */
   size_t count, next;
+  child_stat *stats;   /* per sorted child, when gathered in parallel */
 } walk_level;
 
 static int compare_names(const void *a, const void *b, void *names) {
@@ -302,18 +313,28 @@ static int arena_put(narcache_nar_dumper *d, const char *s, size_t len, size_t *
 }
 
 /* Record the node for `name` in `dirfd` (already appended as `i`). */
-static int stat_node(narcache_nar_dumper *d, uint32_t i, int dirfd, const char *name) {
-  struct stat st;
-  if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
-    return fail(d, NARCACHE_EIO, errno, i, "cannot stat");
+/* `pre` (optional) holds an lstat result gathered earlier. */
+static int stat_node(narcache_nar_dumper *d, uint32_t i, int dirfd, const char *name,
+                     const child_stat *pre) {
+  child_stat cs;
+  if (pre == NULL) {
+    struct stat st;
+    cs.err = fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 ? errno : 0;
+    cs.mode = (uint32_t)st.st_mode;
+    cs.size = (uint64_t)st.st_size;
+    pre = &cs;
+  }
+  if (pre->err != 0)
+    return fail(d, NARCACHE_EIO, pre->err, i, "cannot stat");
   index_node *n = &d->nodes[i];
-  if (S_ISREG(st.st_mode)) {
+  mode_t mode = (mode_t)pre->mode;
+  if (S_ISREG(mode)) {
     n->type = NODE_FILE;
-    n->size = (uint64_t)st.st_size;
-    n->executable = (st.st_mode & S_IXUSR) != 0;
-  } else if (S_ISDIR(st.st_mode)) {
+    n->size = pre->size;
+    n->executable = (mode & S_IXUSR) != 0;
+  } else if (S_ISDIR(mode)) {
     n->type = NODE_DIR;
-  } else if (S_ISLNK(st.st_mode)) {
+  } else if (S_ISLNK(mode)) {
     char target[8192];
     ssize_t len = readlinkat(dirfd, name, target, sizeof target);
     if (len < 0)
@@ -401,7 +422,60 @@ static void free_level(walk_level *lv) {
     closedir(lv->dir);
   narcache__buf_free(&lv->names);
   narcache__free(lv->order);
+  narcache__free(lv->stats);
   memset(lv, 0, sizeof *lv);
+}
+
+/* ---- gathering lstat results on several threads ---- */
+
+/* Below this many entries a directory is stat'ed on the walking thread. */
+#define PRESTAT_MIN 64
+#define PRESTAT_MAX_THREADS 8
+
+typedef struct prestat_job {
+  walk_level *lv;
+  size_t first, stride;
+} prestat_job;
+
+static void *prestat_range(void *arg) {
+  prestat_job *job = arg;
+  walk_level *lv = job->lv;
+  int fd = dirfd(lv->dir);
+  for (size_t k = job->first; k < lv->count; k += job->stride) {
+    struct stat st;
+    child_stat *cs = &lv->stats[k];
+    cs->err = fstatat(fd, lv->names.data + lv->order[k], &st, AT_SYMLINK_NOFOLLOW) != 0 ? errno : 0;
+    cs->mode = (uint32_t)st.st_mode;
+    cs->size = (uint64_t)st.st_size;
+  }
+  return NULL;
+}
+
+/* The lstat calls of a large directory dominate a walk over small files
+ * and are independent, so spread them over the CPUs (only when the owner
+ * asked for it: a dumper run on someone else's thread pool stays on its
+ * thread). Any failure here just leaves the walk to stat sequentially. */
+static void prestat_level(narcache_nar_dumper *d, walk_level *lv) {
+  if (d->walk_threads < 2 || lv->count < PRESTAT_MIN)
+    return;
+  lv->stats = narcache__malloc(lv->count * sizeof *lv->stats);
+  if (lv->stats == NULL)
+    return;
+  int n = d->walk_threads > PRESTAT_MAX_THREADS ? PRESTAT_MAX_THREADS : d->walk_threads;
+  prestat_job jobs[PRESTAT_MAX_THREADS];
+  pthread_t threads[PRESTAT_MAX_THREADS];
+  int started[PRESTAT_MAX_THREADS] = {0};
+  for (int t = 0; t < n; t++)
+    jobs[t] = (prestat_job){lv, (size_t)t, (size_t)n};
+  for (int t = 1; t < n; t++)
+    started[t] = pthread_create(&threads[t], NULL, prestat_range, &jobs[t]) == 0;
+  prestat_range(&jobs[0]);
+  for (int t = 1; t < n; t++) {
+    if (started[t])
+      pthread_join(threads[t], NULL);
+    else
+      prestat_range(&jobs[t]); /* no thread: do its share here */
+  }
 }
 
 /* Open directory node `node` (named `name` in `dirfd`) for the walk. */
@@ -417,7 +491,10 @@ static int open_level(narcache_nar_dumper *d, walk_level *lv, uint32_t node, int
     close(fd);
     return fail(d, NARCACHE_EIO, err, node, "cannot open directory");
   }
-  return read_level(d, lv);
+  int rc = read_level(d, lv);
+  if (rc == 0)
+    prestat_level(d, lv);
+  return rc;
 }
 
 /* Iterative preorder walk: the stack holds one walk_level per open
@@ -425,7 +502,7 @@ static int open_level(narcache_nar_dumper *d, walk_level *lv, uint32_t node, int
 static int walk(narcache_nar_dumper *d, int root_dirfd, const char *path) {
   uint32_t root;
   int rc = append_node(d, &root);
-  if (rc < 0 || (rc = stat_node(d, root, root_dirfd, path)) < 0 || (rc = place_node(d, root)) < 0)
+  if (rc < 0 || (rc = stat_node(d, root, root_dirfd, path, NULL)) < 0 || (rc = place_node(d, root)) < 0)
     return rc;
   if (d->nodes[root].type != NODE_DIR) {
     d->nodes[root].end = 1;
@@ -445,6 +522,7 @@ static int walk(narcache_nar_dumper *d, int root_dirfd, const char *path) {
       depth--;
       continue;
     }
+    const child_stat *pre = lv->stats != NULL ? &lv->stats[lv->next] : NULL;
     const char *name = lv->names.data + lv->order[lv->next++];
     uint32_t i;
     size_t name_off;
@@ -456,7 +534,7 @@ static int walk(narcache_nar_dumper *d, int root_dirfd, const char *path) {
     n->name_off = name_off;
     n->name_len = (uint32_t)strlen(name);
     n->end = i + 1;
-    if ((rc = stat_node(d, i, dirfd(lv->dir), name)) < 0 || (rc = place_node(d, i)) < 0)
+    if ((rc = stat_node(d, i, dirfd(lv->dir), name, pre)) < 0 || (rc = place_node(d, i)) < 0)
       break;
     if (d->nodes[i].type != NODE_DIR)
       continue;
@@ -514,71 +592,114 @@ static int is_ancestor(const narcache_nar_dumper *d, uint32_t a, uint32_t n) {
   return a <= n && n < d->nodes[a].end;
 }
 
-/* A descriptor for directory node `dir`, reusing the open chain. */
-static int dir_fd(narcache_nar_dumper *d, uint32_t dir, int *fd_out) {
-  while (d->ndirs > 0 && !is_ancestor(d, d->dirs[d->ndirs - 1].node, dir))
-    close_dirs_to(d, d->ndirs - 1);
+/* A descriptor for directory node `dir`, reusing the descriptors `c`
+ * already holds. Returns 0, or an errno value (the chain's owner reports
+ * it); touches nothing in `d`, so any thread may call it with its own
+ * chain. */
+static int chain_dir_fd(const narcache_nar_dumper *d, narcache__dir_chain *c, uint32_t dir,
+                        int *fd_out) {
+  while (c->n > 0 && !is_ancestor(d, c->dirs[c->n - 1].node, dir))
+    close(c->dirs[--c->n].fd);
   /* Collect the nodes between the deepest open ancestor and `dir`. */
-  uint32_t top = d->ndirs > 0 ? d->dirs[d->ndirs - 1].node : NO_NODE;
+  uint32_t top = c->n > 0 ? c->dirs[c->n - 1].node : NO_NODE;
   size_t missing = 0;
   for (uint32_t x = dir; x != top; x = d->nodes[x].parent)
     missing++;
-  if (d->ndirs + missing > d->dirs_cap) {
-    size_t cap = d->ndirs + missing + 8;
-    open_dir *dirs = narcache__realloc(d->dirs, cap * sizeof *dirs);
+  if (c->n + missing > c->cap) {
+    size_t cap = c->n + missing + 8;
+    narcache__open_dir *dirs = narcache__realloc(c->dirs, cap * sizeof *dirs);
     if (dirs == NULL)
-      return fail(d, NARCACHE_ENOMEM, 0, NO_NODE, "out of memory");
-    d->dirs = dirs;
-    d->dirs_cap = cap;
+      return ENOMEM;
+    c->dirs = dirs;
+    c->cap = cap;
   }
-  size_t base = d->ndirs;
+  size_t base = c->n;
   uint32_t x = dir;
   for (size_t k = missing; k > 0; k--, x = d->nodes[x].parent)
-    d->dirs[base + k - 1].node = x;
+    c->dirs[base + k - 1].node = x;
   for (size_t k = 0; k < missing; k++) {
-    uint32_t node = d->dirs[base + k].node;
-    int parent = d->ndirs > 0 ? d->dirs[d->ndirs - 1].fd : d->root_dirfd;
+    uint32_t node = c->dirs[base + k].node;
+    int parent = c->n > 0 ? c->dirs[c->n - 1].fd : d->root_dirfd;
     const char *name = node == 0 ? d->root_path : arena_str(d, d->nodes[node].name_off);
     int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
-      return fail(d, NARCACHE_EIO, errno, node, "cannot open directory (changed during the dump?)");
-    d->dirs[d->ndirs++].fd = fd;
+      return errno;
+    c->dirs[c->n++].fd = fd;
   }
-  *fd_out = d->ndirs > 0 ? d->dirs[d->ndirs - 1].fd : d->root_dirfd;
-  return NARCACHE_OK;
+  *fd_out = c->n > 0 ? c->dirs[c->n - 1].fd : d->root_dirfd;
+  return 0;
 }
 
-/* Open the current file and check it still matches the index. */
-static int open_file(narcache_nar_dumper *d) {
-  uint32_t i = d->cur;
+int narcache__nar_dumper_open_node(const narcache_nar_dumper *d, narcache__dir_chain *c,
+                                   uint32_t i, int *fd_out) {
   const index_node *n = &d->nodes[i];
   int parent = d->root_dirfd;
   const char *name = d->root_path;
   if (n->parent != NO_NODE) {
-    int rc = dir_fd(d, n->parent, &parent);
-    if (rc < 0)
-      return rc;
+    int err = chain_dir_fd(d, c, n->parent, &parent);
+    if (err != 0)
+      return err;
     name = arena_str(d, n->name_off);
   }
   /* O_NONBLOCK: should the file have been replaced by a FIFO, opening it
-   * must not hang; fstat below then rejects it. */
+   * must not hang; reading it then fails. */
   int fd = openat(parent, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0)
-    return fail(d, NARCACHE_EIO, errno, i, "cannot open file");
+    return errno;
+  *fd_out = fd;
+  return 0;
+}
+
+uint32_t narcache__nar_dumper_nodes(const narcache_nar_dumper *d) { return d->nnodes; }
+
+void narcache__nar_dumper_set_walk_threads(narcache_nar_dumper *d, int threads) {
+  d->walk_threads = threads;
+}
+
+int narcache__nar_dumper_file_size(const narcache_nar_dumper *d, uint32_t i, uint64_t *size) {
+  if (i >= d->nnodes || d->nodes[i].type != NODE_FILE)
+    return 0;
+  *size = d->nodes[i].size;
+  return 1;
+}
+
+void narcache__nar_dumper_set_content_source(narcache_nar_dumper *d, narcache__nar_content_fn fn,
+                                             void *ctx, uint64_t max_size) {
+  d->content_fn = fn;
+  d->content_ctx = ctx;
+  d->content_max = max_size;
+  d->content_held = 0;
+  d->content = NULL;
+}
+
+/* Open the current file. With `verify`, check right away that it still
+ * matches the index (needed before handing the descriptor to someone
+ * else); the copying path instead verifies the size with its reads, which
+ * fail for anything that is not a regular file of exactly that size. */
+static int open_file(narcache_nar_dumper *d, int verify) {
+  uint32_t i = d->cur;
+  const index_node *n = &d->nodes[i];
+  int fd = -1;
+  int err = narcache__nar_dumper_open_node(d, &d->chain, i, &fd);
+  if (err != 0)
+    return fail(d, err == ENOMEM ? NARCACHE_ENOMEM : NARCACHE_EIO, err, i,
+                "cannot open (changed while being dumped?)");
+  d->file_fd = fd;
+  if (!verify)
+    return NARCACHE_OK;
   struct stat st;
   if (fstat(fd, &st) != 0) {
-    int err = errno;
-    close(fd);
+    err = errno;
+    close_file(d);
     return fail(d, NARCACHE_EIO, err, i, "cannot stat file");
   }
   if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != n->size ||
       ((st.st_mode & S_IXUSR) != 0) != n->executable) {
-    close(fd);
+    close_file(d);
     return fail(d, NARCACHE_EIO, 0, i,
                 "changed while being dumped (indexed as a %s%llu-byte file)",
                 n->executable ? "executable " : "", (unsigned long long)n->size);
   }
-  d->file_fd = fd;
   return NARCACHE_OK;
 }
 
@@ -586,7 +707,7 @@ static void advance(narcache_nar_dumper *d) {
   close_file(d);
   if (d->cur == d->nnodes) {
     d->phase = P_DONE;
-    close_dirs_to(d, 0);
+    narcache__dir_chain_close(&d->chain);
     return;
   }
   d->cur++;
@@ -615,11 +736,11 @@ int narcache_nar_dumper_next(narcache_nar_dumper *d, narcache_nar_segment *seg) 
       return 0;
     if (d->phase == P_DATA) {
       const index_node *n = &d->nodes[d->cur];
-      if (d->file_fd >= 0 || d->data_pos >= n->size) {
+      if (d->data_pos >= n->size) {
         advance(d); /* the previous FILE segment has been consumed */
         continue;
       }
-      if ((rc = open_file(d)) < 0)
+      if ((rc = open_file(d, 1)) < 0)
         return rc;
       seg->kind = NARCACHE_NAR_SEG_FILE;
       seg->nar_offset = n->start + n->header_len + d->data_pos;
@@ -628,6 +749,7 @@ int narcache_nar_dumper_next(narcache_nar_dumper *d, narcache_nar_segment *seg) 
       seg->fd = d->file_fd;
       seg->file_offset = d->data_pos;
       d->position = seg->nar_offset + seg->length;
+      d->data_pos = n->size; /* handed out; the descriptor stays open until the next call */
       return 1;
     }
     if ((rc = build_header(d, &d->header, d->cur)) < 0)
@@ -709,26 +831,56 @@ static int read_file_bytes(narcache_nar_dumper *d, char *dst, size_t room, size_
     if (r < 0 && errno == EINTR)
       continue;
     if (r < 0)
-      return fail(d, NARCACHE_EIO, errno, d->cur, "cannot read file");
+      return fail(d, NARCACHE_EIO, errno, d->cur, "cannot read file (changed while being dumped?)");
     if (r == 0)
       break;
     total += (size_t)r;
   }
   if (total < want)
-    return fail(d, NARCACHE_EIO, 0, d->cur, "file shrank while being dumped");
+    return fail(d, NARCACHE_EIO, 0, d->cur, "changed while being dumped: the file shrank");
   if (total > want)
-    return fail(d, NARCACHE_EIO, 0, d->cur, "file grew while being dumped");
+    return fail(d, NARCACHE_EIO, 0, d->cur, "changed while being dumped: the file grew");
   if (!probe && want == left) {
     struct stat st;
     if (fstat(d->file_fd, &st) != 0 || (uint64_t)st.st_size != n->size)
-      return fail(d, NARCACHE_EIO, 0, d->cur, "file changed size while being dumped");
+      return fail(d, NARCACHE_EIO, 0, d->cur, "changed while being dumped: the file changed size");
   }
   d->data_pos += want;
   *got = want;
   return NARCACHE_OK;
 }
 
+/* Copy the current file's contents from the read-ahead source. */
+static int copy_provided(narcache_nar_dumper *d, char *dst, narcache_outbuf *out) {
+  const index_node *n = &d->nodes[d->cur];
+  if (!d->content_held) {
+    int err = d->content_fn->get(d->content_ctx, d->cur, &d->content);
+    if (err != 0)
+      return fail(d, NARCACHE_EIO, err > 0 ? err : 0, d->cur,
+                  err > 0 ? "cannot read (changed while being dumped?)"
+                          : "changed while being dumped: the file changed size");
+    d->content_held = 1;
+  }
+  uint64_t left = n->size - d->data_pos;
+  size_t room = out->size - out->pos;
+  size_t len = left < room ? (size_t)left : room;
+  memcpy(dst + out->pos, d->content + d->data_pos, len);
+  out->pos += len;
+  d->data_pos += len;
+  d->position += len;
+  if (d->data_pos == n->size) {
+    d->content_fn->release(d->content_ctx, d->cur);
+    d->content_held = 0;
+  }
+  return NARCACHE_OK;
+}
+
 int narcache_nar_dumper_read(narcache_nar_dumper *d, narcache_outbuf *out) {
+  return narcache__nar_dumper_read_upto(d, out, 0);
+}
+
+int narcache__nar_dumper_read_upto(narcache_nar_dumper *d, narcache_outbuf *out,
+                                   uint64_t stop_size) {
   int rc = check_ready(d);
   if (rc < 0)
     return rc;
@@ -737,11 +889,19 @@ int narcache_nar_dumper_read(narcache_nar_dumper *d, narcache_outbuf *out) {
   char *dst = out->data;
   while (out->pos < out->size && d->phase != P_DONE) {
     if (d->phase == P_DATA) {
-      if (d->data_pos >= d->nodes[d->cur].size) {
+      uint64_t size = d->nodes[d->cur].size;
+      if (d->data_pos >= size) {
         advance(d);
         continue;
       }
-      if (d->file_fd < 0 && (rc = open_file(d)) < 0)
+      if (stop_size != 0 && size >= stop_size && d->data_pos == 0 && d->file_fd < 0)
+        return 2; /* the caller takes this file with narcache_nar_dumper_next */
+      if (d->content_fn != NULL && size <= d->content_max) {
+        if ((rc = copy_provided(d, dst, out)) < 0)
+          return rc;
+        continue;
+      }
+      if (d->file_fd < 0 && (rc = open_file(d, 0)) < 0)
         return rc;
       size_t got = 0;
       if ((rc = read_file_bytes(d, dst + out->pos, out->size - out->pos, &got)) < 0)

@@ -74,4 +74,60 @@ void narcache__nar_listing_free(narcache__nar_listing *l);
 typedef int (*narcache__nar_event_cb)(void *ctx, const narcache_nar_event *ev);
 int narcache__nar_dumper_events(narcache_nar_dumper *d, narcache__nar_event_cb cb, void *ctx);
 
+/* ---- reading ahead (one-pass helpers) ------------------------------------- */
+
+/* Directory descriptors on the way to a node, cached per thread. */
+typedef struct narcache__open_dir {
+  uint32_t node;
+  int fd;
+} narcache__open_dir;
+
+typedef struct narcache__dir_chain {
+  narcache__open_dir *dirs;
+  size_t n, cap;
+} narcache__dir_chain;
+
+void narcache__dir_chain_close(narcache__dir_chain *c);
+
+/* Read-only queries on an open dumper's index; safe from several threads
+ * while the owner emits. */
+uint32_t narcache__nar_dumper_nodes(const narcache_nar_dumper *d);
+/* 1 and *size for a regular file, else 0. */
+int narcache__nar_dumper_file_size(const narcache_nar_dumper *d, uint32_t i, uint64_t *size);
+/* Open node i's file read-only through `c`. 0 or an errno value. */
+int narcache__nar_dumper_open_node(const narcache_nar_dumper *d, narcache__dir_chain *c,
+                                   uint32_t i, int *fd_out);
+
+/* A source of file contents read ahead by other threads. get() returns 0
+ * with *data pointing at exactly the file's indexed size in bytes, or an
+ * errno value (-1: the file's size changed); release() says the bytes are
+ * no longer needed. Files of 1..max_size bytes are taken from it, in NAR
+ * order, each exactly once (no seeking while it is set). */
+typedef struct narcache__nar_content_fn_table {
+  int (*get)(void *ctx, uint32_t node, const char **data);
+  void (*release)(void *ctx, uint32_t node);
+} narcache__nar_content_fn_table;
+typedef const narcache__nar_content_fn_table *narcache__nar_content_fn;
+void narcache__nar_dumper_set_content_source(narcache_nar_dumper *d, narcache__nar_content_fn fn,
+                                             void *ctx, uint64_t max_size);
+
+/* narcache_nar_dumper_read, but returns 2 instead of reading a file of at
+ * least `stop_size` bytes (0: never), so the caller can take it as a FILE
+ * segment with narcache_nar_dumper_next (e.g. to sendfile it). */
+int narcache__nar_dumper_read_upto(narcache_nar_dumper *d, narcache_outbuf *out,
+                                   uint64_t stop_size);
+
+/* Read small files ahead on narcache__io_threads() worker threads and
+ * feed them to `d` as its content source. `d` must be open and must not
+ * seek afterwards. 0, or an error (then nothing was started). */
+typedef struct narcache__readahead narcache__readahead;
+int narcache__readahead_start(narcache__readahead **out, narcache_nar_dumper *d);
+/* Stop and join the workers; call before freeing the dumper. NULL is fine. */
+void narcache__readahead_stop(narcache__readahead *ra);
+
+/* Let open() stat large directories on up to `threads` threads. */
+void narcache__nar_dumper_set_walk_threads(narcache_nar_dumper *d, int threads);
+/* Threads worth using for I/O-bound helpers: two per online CPU, 2..8. */
+int narcache__io_threads(void);
+
 #endif
