@@ -826,15 +826,15 @@ static int read_file_bytes(narcache_nar_dumper *d, char *dst, size_t room, size_
   int probe = room > left;
   size_t total = 0;
   while (total < want + (size_t)probe) {
-    ssize_t r = pread(d->file_fd, dst + total, want + (size_t)probe - total,
-                      (off_t)(d->data_pos + total));
+    size_t asked = want + (size_t)probe - total;
+    ssize_t r = pread(d->file_fd, dst + total, asked, (off_t)(d->data_pos + total));
     if (r < 0 && errno == EINTR)
       continue;
     if (r < 0)
       return fail(d, NARCACHE_EIO, errno, d->cur, "cannot read file (changed while being dumped?)");
-    if (r == 0)
-      break;
     total += (size_t)r;
+    if ((size_t)r < asked) /* a short read of a regular file is its end */
+      break;
   }
   if (total < want)
     return fail(d, NARCACHE_EIO, 0, d->cur, "changed while being dumped: the file shrank");

@@ -91,6 +91,10 @@ static int copy_region(dump_sink *s, const narcache_nar_segment *seg, int *chang
     }
     s->used += (size_t)n;
     done += (uint64_t)n;
+    if (probed && (size_t)n < want) { /* a short read of a regular file is its end */
+      *changed = 1;
+      return -1;
+    }
   }
   struct stat st;
   if (!probed && (fstat(seg->fd, &st) != 0 ||

@@ -36,6 +36,8 @@ struct narcache_nar_restorer {
   int created;          /* the temporary root exists */
   int *dir_fds;         /* open directories, the temporary root first */
   size_t ndirs, dirs_cap;
+  int umask_known;      /* the process umask, when readable, lets us skip */
+  mode_t umask;         /* fchmod where creation already gives the mode */
   char *entry_name;     /* name of the node that follows an ENTRY event */
   size_t entry_len;
   int file_fd;
@@ -225,12 +227,37 @@ int narcache_nar_restorer_new(narcache_nar_restorer **out) {
   return NARCACHE_OK;
 }
 
+/* The umask without changing it (umask(2) cannot read it atomically in a
+ * threaded program): Linux reports it in /proc/self/status. */
+static int read_umask(mode_t *out) {
+  FILE *f = fopen("/proc/self/status", "re");
+  if (f == NULL)
+    return 0;
+  char line[256];
+  int found = 0;
+  while (!found && fgets(line, sizeof line, f) != NULL) {
+    unsigned value;
+    if (sscanf(line, "Umask: %o", &value) == 1) {
+      *out = (mode_t)value;
+      found = 1;
+    }
+  }
+  fclose(f);
+  return found;
+}
+
 int narcache_nar_restorer_open(narcache_nar_restorer *r, int dirfd, const char *path) {
   if (r == NULL || path == NULL)
     return NARCACHE_EINVAL;
   if (r->parent_fd >= 0 || r->error != 0)
     return NARCACHE_EMISUSE;
+  r->umask_known = read_umask(&r->umask);
   return split_path(r, dirfd, path);
+}
+
+/* Whether creating with `mode` may have lost bits to the umask. */
+static int needs_chmod(const narcache_nar_restorer *r, mode_t mode) {
+  return !r->umask_known || (mode & r->umask) != 0;
 }
 
 int narcache_nar_restorer_set_limit(narcache_nar_restorer *r, int limit, uint64_t value) {
@@ -299,7 +326,8 @@ static int create_file(narcache_nar_restorer *r, int dirfd, const char *name, co
   if (fd < 0)
     return -1;
   /* Exact modes whatever the umask, as nix-store --restore leaves them. */
-  if (fchmod(fd, executable ? MODE_EXEC : MODE_FILE) != 0) {
+  mode_t mode = executable ? MODE_EXEC : MODE_FILE;
+  if (needs_chmod(r, mode) && fchmod(fd, mode) != 0) {
     int err = errno;
     close(fd);
     unlinkat(dirfd, name, 0); /* the caller does not know it exists */
@@ -334,7 +362,10 @@ static int create_dir(narcache_nar_restorer *r, int dirfd, const char *name, con
   if (mkdirat(dirfd, name, MODE_DIR) != 0)
     return -1;
   int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  int err = fd < 0 ? errno : fchmod(fd, MODE_DIR) != 0 ? errno : push_dir_fd(r, fd) != 0 ? ENOMEM : 0;
+  int err = fd < 0                                                ? errno
+            : needs_chmod(r, MODE_DIR) && fchmod(fd, MODE_DIR) != 0 ? errno
+            : push_dir_fd(r, fd) != 0                               ? ENOMEM
+                                                                    : 0;
   if (err != 0) {
     if (fd >= 0)
       close(fd);
