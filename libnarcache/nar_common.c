@@ -59,25 +59,40 @@ uint64_t narcache_nar_limit_default(int limit) {
   }
 }
 
-int narcache__nar_put_len(narcache__buf *b, uint64_t len) {
-  unsigned char le[8];
+/* Headers are built for every node of every dump, so these write straight
+ * into reserved space instead of going through several appends. */
+static void store_le64(char *dst, uint64_t v) {
   for (int i = 0; i < 8; i++)
-    le[i] = (unsigned char)(len >> (8 * i));
-  return narcache__buf_append(b, le, sizeof le);
+    dst[i] = (char)(unsigned char)(v >> (8 * i));
+}
+
+int narcache__nar_put_len(narcache__buf *b, uint64_t len) {
+  if (narcache__buf_reserve(b, 8) < 0)
+    return NARCACHE_ENOMEM;
+  store_le64(b->data + b->len, len);
+  b->len += 8;
+  return NARCACHE_OK;
 }
 
 int narcache__nar_put_padding(narcache__buf *b, uint64_t len) {
-  static const char zeros[8] = {0};
-  return narcache__buf_append(b, zeros, (size_t)((8 - len % 8) % 8));
+  size_t pad = (size_t)((8 - len % 8) % 8);
+  if (narcache__buf_reserve(b, pad) < 0)
+    return NARCACHE_ENOMEM;
+  memset(b->data + b->len, 0, pad);
+  b->len += pad;
+  return NARCACHE_OK;
 }
 
 int narcache__nar_put_str(narcache__buf *b, const void *s, size_t len) {
-  int rc = narcache__buf_reserve(b, (size_t)narcache__nar_frame_size(len));
-  if (rc < 0)
-    return rc;
-  narcache__nar_put_len(b, len);
-  narcache__buf_append(b, s, len);
-  narcache__nar_put_padding(b, len);
+  size_t frame = (size_t)narcache__nar_frame_size(len);
+  if (narcache__buf_reserve(b, frame) < 0)
+    return NARCACHE_ENOMEM;
+  char *dst = b->data + b->len;
+  store_le64(dst, len);
+  if (len > 0)
+    memcpy(dst + 8, s, len);
+  memset(dst + 8 + len, 0, frame - 8 - len);
+  b->len += frame;
   return NARCACHE_OK;
 }
 
