@@ -159,6 +159,9 @@ static unsigned bit_of(int rc) {
 static int outcome(prog *g, int rc, unsigned allowed) {
   if (rc == NARCACHE_ENOMEM)
     return STOP;
+  /* Any call that would be accepted may still exceed a NAR size limit. */
+  if ((allowed & A_OK) != 0 && g->lim_size != UINT64_MAX)
+    allowed |= A_LIMIT;
   CHECK((bit_of(rc) & allowed) != 0);
   if (rc == 0)
     return 0;
@@ -354,9 +357,9 @@ static int call_data(prog *g, const uint8_t *src, size_t len) {
       narcache_outbuf o = {win, g->window, 0};
       size_t before = in.pos;
       rc = narcache_nar_writer_data(g->w, &o, &in);
-      if (rc == NARCACHE_ENOMEM) {
+      if (rc == NARCACHE_ENOMEM || (rc == NARCACHE_ELIMIT && g->lim_size != UINT64_MAX)) {
         free(win);
-        return STOP;
+        return STOP; /* closing the file would pass the size limit */
       }
       CHECK(rc == 0 || rc == 1);
       CHECK(o.pos <= o.size && in.pos >= before && in.pos <= in.size);

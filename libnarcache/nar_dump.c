@@ -875,6 +875,59 @@ static int copy_provided(narcache_nar_dumper *d, char *dst, narcache_outbuf *out
   return NARCACHE_OK;
 }
 
+int narcache__nar_dumper_read_span(narcache_nar_dumper *d, const char **data, size_t *len,
+                                   char *scratch, size_t scratch_size) {
+  int rc = check_ready(d);
+  if (rc < 0)
+    return rc;
+  for (;;) {
+    if (d->phase == P_DONE)
+      return 0;
+    if (d->phase != P_DATA) {
+      narcache_nar_segment seg = {NARCACHE_NAR_SEGMENT_VERSION, 0, 0, 0, NULL, -1, 0, 0};
+      rc = narcache_nar_dumper_next(d, &seg);
+      if (rc <= 0)
+        return rc;
+      *data = seg.data; /* a header: next() keeps it until the next call */
+      *len = (size_t)seg.length;
+      return 1;
+    }
+    const index_node *n = &d->nodes[d->cur];
+    if (d->content_held && d->data_pos >= n->size) { /* the caller is done with it */
+      d->content_fn->release(d->content_ctx, d->cur);
+      d->content_held = 0;
+    }
+    if (d->data_pos >= n->size) {
+      advance(d);
+      continue;
+    }
+    if (d->content_fn != NULL && n->size <= d->content_max) {
+      if (!d->content_held) {
+        int err = d->content_fn->get(d->content_ctx, d->cur, &d->content);
+        if (err != 0)
+          return fail(d, NARCACHE_EIO, err > 0 ? err : 0, d->cur,
+                      err > 0 ? "cannot read (changed while being dumped?)"
+                              : "changed while being dumped: the file changed size");
+        d->content_held = 1;
+      }
+      *data = d->content + d->data_pos; /* in place: no copy */
+      *len = (size_t)(n->size - d->data_pos);
+      d->data_pos = n->size;
+      d->position += *len;
+      return 1;
+    }
+    if (d->file_fd < 0 && (rc = open_file(d, 0)) < 0)
+      return rc;
+    size_t got = 0;
+    if ((rc = read_file_bytes(d, scratch, scratch_size, &got)) < 0)
+      return rc;
+    d->position += got;
+    *data = scratch;
+    *len = got;
+    return 1;
+  }
+}
+
 int narcache_nar_dumper_read(narcache_nar_dumper *d, narcache_outbuf *out) {
   return narcache__nar_dumper_read_upto(d, out, 0);
 }

@@ -130,4 +130,11 @@ void narcache__nar_dumper_set_walk_threads(narcache_nar_dumper *d, int threads);
 /* Threads worth using for I/O-bound helpers: two per online CPU, 2..8. */
 int narcache__io_threads(void);
 
+/* The next span of NAR bytes, without copying where possible: headers and
+ * read-ahead contents are returned in place (valid until the next call),
+ * other contents are read into `scratch`. 1 with *data and *len set, 0 at
+ * the end, or an error (as narcache_nar_dumper_read). */
+int narcache__nar_dumper_read_span(narcache_nar_dumper *d, const char **data, size_t *len,
+                                   char *scratch, size_t scratch_size);
+
 #endif

@@ -138,6 +138,15 @@ static int send_region(dump_sink *s, const narcache_nar_segment *seg, int *chang
   return 0;
 }
 
+/* A pipe's default 64 KiB makes writer and reader take turns every few
+ * dozen small files; a larger buffer (best effort, within the system's
+ * pipe-max-size) lets both run. */
+static void widen_pipe(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode))
+    (void)fcntl(fd, F_SETPIPE_SZ, 1024 * 1024);
+}
+
 /* Drive the dumper: headers and small files are gathered in the staging
  * buffer (small files read ahead by worker threads), large files go by
  * sendfile. */
@@ -179,6 +188,7 @@ int narcache_nar_dump_path_to_fd(uint64_t *size_out, const char *path, int fd, c
   }
   if (rc == 0)
     (void)narcache__readahead_start(&ra, d); /* without it: slower, same bytes */
+  widen_pipe(fd);
   int changed = 0;
   if (rc == 0)
     rc = dump_loop(d, &sink, &changed);
@@ -216,17 +226,16 @@ int narcache_nar_hash_path(narcache_hash *hash_out, uint64_t *size_out, const ch
   narcache__readahead *ra = NULL;
   if (rc == 0)
     (void)narcache__readahead_start(&ra, d); /* without it: slower, same hash */
+  /* Hash straight from the dumper's headers and read-ahead buffers. */
+  const char *span;
+  size_t span_len;
   int more = rc == 0;
-  while (more) {
-    narcache_outbuf out = {chunk, HASH_CHUNK, 0};
-    more = narcache_nar_dumper_read(d, &out);
-    if (more < 0) {
-      rc = more;
+  while (more && (more = narcache__nar_dumper_read_span(d, &span, &span_len, chunk,
+                                                        HASH_CHUNK)) > 0)
+    if ((rc = narcache_hasher_update(h, span, span_len)) < 0)
       break;
-    }
-    if ((rc = narcache_hasher_update(h, chunk, out.pos)) < 0)
-      break;
-  }
+  if (more < 0)
+    rc = more;
   if (rc == 0)
     rc = narcache_hasher_final(h, hash_out);
   if (rc == 0 && size_out != NULL)
