@@ -850,17 +850,30 @@ static int read_file_bytes(narcache_nar_dumper *d, char *dst, size_t room, size_
   return NARCACHE_OK;
 }
 
+/* Make sure the current file's read-ahead contents are held. */
+static int hold_provided(narcache_nar_dumper *d) {
+  if (d->content_held)
+    return NARCACHE_OK;
+  int err = d->content_fn->get(d->content_ctx, d->cur, &d->content);
+  if (err != 0)
+    return fail(d, NARCACHE_EIO, err > 0 ? err : 0, d->cur,
+                err > 0 ? "cannot read (changed while being dumped?)"
+                        : "changed while being dumped: the file changed size");
+  d->content_held = 1;
+  return NARCACHE_OK;
+}
+
+static void release_provided(narcache_nar_dumper *d) {
+  d->content_fn->release(d->content_ctx, d->cur);
+  d->content_held = 0;
+}
+
 /* Copy the current file's contents from the read-ahead source. */
 static int copy_provided(narcache_nar_dumper *d, char *dst, narcache_outbuf *out) {
   const index_node *n = &d->nodes[d->cur];
-  if (!d->content_held) {
-    int err = d->content_fn->get(d->content_ctx, d->cur, &d->content);
-    if (err != 0)
-      return fail(d, NARCACHE_EIO, err > 0 ? err : 0, d->cur,
-                  err > 0 ? "cannot read (changed while being dumped?)"
-                          : "changed while being dumped: the file changed size");
-    d->content_held = 1;
-  }
+  int rc = hold_provided(d);
+  if (rc < 0)
+    return rc;
   uint64_t left = n->size - d->data_pos;
   size_t room = out->size - out->pos;
   size_t len = left < room ? (size_t)left : room;
@@ -868,10 +881,8 @@ static int copy_provided(narcache_nar_dumper *d, char *dst, narcache_outbuf *out
   out->pos += len;
   d->data_pos += len;
   d->position += len;
-  if (d->data_pos == n->size) {
-    d->content_fn->release(d->content_ctx, d->cur);
-    d->content_held = 0;
-  }
+  if (d->data_pos == n->size)
+    release_provided(d);
   return NARCACHE_OK;
 }
 
@@ -893,23 +904,15 @@ int narcache__nar_dumper_read_span(narcache_nar_dumper *d, const char **data, si
       return 1;
     }
     const index_node *n = &d->nodes[d->cur];
-    if (d->content_held && d->data_pos >= n->size) { /* the caller is done with it */
-      d->content_fn->release(d->content_ctx, d->cur);
-      d->content_held = 0;
-    }
+    if (d->content_held && d->data_pos >= n->size) /* the caller is done with it */
+      release_provided(d);
     if (d->data_pos >= n->size) {
       advance(d);
       continue;
     }
     if (d->content_fn != NULL && n->size <= d->content_max) {
-      if (!d->content_held) {
-        int err = d->content_fn->get(d->content_ctx, d->cur, &d->content);
-        if (err != 0)
-          return fail(d, NARCACHE_EIO, err > 0 ? err : 0, d->cur,
-                      err > 0 ? "cannot read (changed while being dumped?)"
-                              : "changed while being dumped: the file changed size");
-        d->content_held = 1;
-      }
+      if ((rc = hold_provided(d)) < 0)
+        return rc;
       *data = d->content + d->data_pos; /* in place: no copy */
       *len = (size_t)(n->size - d->data_pos);
       d->data_pos = n->size;

@@ -364,6 +364,12 @@ NARCACHE_API int narcache_nar_dumper_listing(char **json_out, size_t *len_out,
 /* One-pass helpers                                                          */
 /* ------------------------------------------------------------------------ */
 
+/* The dump and hash helpers below are built for throughput on trees of many
+ * small files: while they run they use a few short-lived worker threads
+ * (two per CPU, at most eight) to stat large directories and read small
+ * files ahead, and join them before returning. The objects above
+ * (dumper, parser, ...) never start threads. */
+
 /** Write the NAR of `path` to file descriptor `fd` (a file, pipe or socket;
  *  file contents go by sendfile where the kernel allows).
  *  @param size_out optional: the NAR size
