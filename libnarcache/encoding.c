@@ -9,10 +9,12 @@ static const char base16_alphabet[] = "0123456789abcdef";
 static const char base64_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/* Shared prologue of every encoder: room for the text plus a NUL. */
+/* Shared prologue of every encoder: valid arguments (a text length of 0
+ * for a non-empty input means it overflowed) and room for the text plus a
+ * NUL. */
 static int check_room(const char *out, size_t out_size, const void *in,
                       size_t in_len, size_t text_len) {
-  if (out == NULL || (in == NULL && in_len != 0))
+  if (out == NULL || (in == NULL && in_len != 0) || (text_len == 0 && in_len != 0))
     return NARCACHE_EINVAL;
   if (text_len >= out_size)
     return NARCACHE_EBUFS;
@@ -45,8 +47,6 @@ size_t narcache_nix32_encoded_len(size_t nbytes) {
 int narcache_nix32_encode(char *out, size_t out_size, size_t *out_len,
                           const void *in, size_t in_len) {
   size_t text_len = narcache_nix32_encoded_len(in_len);
-  if (text_len == 0 && in_len != 0)
-    return NARCACHE_EINVAL;
   int rc = check_room(out, out_size, in, in_len, text_len);
   if (rc < 0)
     return rc;
@@ -159,8 +159,6 @@ size_t narcache_base64_encoded_len(size_t nbytes) {
 int narcache_base64_encode(char *out, size_t out_size, size_t *out_len,
                            const void *in, size_t in_len) {
   size_t text_len = narcache_base64_encoded_len(in_len);
-  if (text_len == 0 && in_len != 0)
-    return NARCACHE_EINVAL;
   int rc = check_room(out, out_size, in, in_len, text_len);
   if (rc < 0)
     return rc;

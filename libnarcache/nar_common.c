@@ -3,8 +3,10 @@
 #include "common_internal.h"
 #include "nar_internal.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 void narcache__nar_limits_init(narcache__nar_limits *l) {
   l->name_len = 255;
@@ -149,4 +151,18 @@ void narcache__nar_quote(char *dst, size_t cap, const char *s, size_t len) {
     o += 3;
   }
   dst[o < cap ? o : cap - 1] = '\0';
+}
+
+int narcache__write_all(int fd, const void *data, size_t len) {
+  const char *p = data;
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return -1;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
 }

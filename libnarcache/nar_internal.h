@@ -42,6 +42,10 @@ int narcache__nar_put_len(narcache__buf *b, uint64_t len);
 /* Append the zero padding that follows `len` content bytes. */
 int narcache__nar_put_padding(narcache__buf *b, uint64_t len);
 
+/* write(2) all of `data`, retrying on EINTR and short writes. 0, or -1
+ * with errno set. */
+int narcache__write_all(int fd, const void *data, size_t len);
+
 /* Why `name` is not a valid entry name, or NULL if it is. */
 const char *narcache__nar_name_problem(const char *name, size_t len,
                                        uint64_t max_len);

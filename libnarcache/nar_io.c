@@ -37,19 +37,6 @@ static void set_err(char *errbuf, size_t errbuf_size, const char *subject, const
   }
 }
 
-static int write_all(int fd, const char *data, size_t len) {
-  while (len > 0) {
-    ssize_t n = write(fd, data, len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      return -1;
-    data += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
-
 /* ---- dump ------------------------------------------------------------------- */
 
 typedef struct dump_sink {
@@ -60,7 +47,7 @@ typedef struct dump_sink {
 } dump_sink;
 
 static int flush(dump_sink *s) {
-  int rc = write_all(s->fd, s->staging, s->used);
+  int rc = narcache__write_all(s->fd, s->staging, s->used);
   s->used = 0;
   return rc;
 }

@@ -376,19 +376,6 @@ static int create_dir(narcache_nar_restorer *r, int dirfd, const char *name, con
   return 0;
 }
 
-static int write_all(int fd, const char *data, size_t len) {
-  while (len > 0) {
-    ssize_t n = write(fd, data, len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      return -1;
-    data += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
-
 static int remember_name(narcache_nar_restorer *r, const narcache_nar_event *ev) {
   char *copy = narcache__realloc(r->entry_name, ev->name_len + 1);
   if (copy == NULL)
@@ -412,7 +399,7 @@ static int apply_event(narcache_nar_restorer *r, const narcache_nar_event *ev) {
       return abort_restore(r, NARCACHE_EIO, errno, "cannot create file");
     return 0;
   case NARCACHE_NAR_FILE_DATA:
-    if (write_all(r->file_fd, ev->data, ev->len) < 0)
+    if (narcache__write_all(r->file_fd, ev->data, ev->len) < 0)
       return abort_restore(r, NARCACHE_EIO, errno, "cannot write file");
     return 0;
   case NARCACHE_NAR_FILE_END: {
