@@ -13,5 +13,6 @@
 #include "narcache/common.h"
 #include "narcache/hash.h"
 #include "narcache/nar.h"
+#include "narcache/narinfo.h"
 
 #endif /* NARCACHE_H */
