@@ -359,7 +359,10 @@ static int stat_node(narcache_nar_dumper *d, uint32_t i, int dirfd, const char *
   return NARCACHE_OK;
 }
 
-/* Lay node `i` out after node i-1: its start and header length. */
+/* Lay node `i` out after node i-1: its start and header length. The header
+ * is built here only to measure it and built again when emitted: keeping
+ * the bytes would cost ~200 bytes per node, rebuilding costs a few
+ * hundred nanoseconds. */
 static int place_node(narcache_nar_dumper *d, uint32_t i) {
   int rc = build_header(d, &d->header, i);
   if (rc < 0)

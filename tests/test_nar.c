@@ -72,20 +72,8 @@ static char *golden_path(const char *name, const char *ext) {
   return path;
 }
 
-/* Whole file into memory (NULL if it does not exist). */
 static uint8_t *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (f == NULL)
-    return NULL;
-  fseek(f, 0, SEEK_END);
-  long size = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  uint8_t *data = malloc((size_t)size + 1);
-  assert_non_null(data);
-  assert_int_equal(fread(data, 1, (size_t)size, f), (size_t)size);
-  fclose(f);
-  *len = (size_t)size;
-  return data;
+  return (uint8_t *)test_slurp(path, len);
 }
 
 /* The NAR of `path` through narcache_nar_dumper_read with `chunk`-sized

@@ -11,18 +11,27 @@
 #error "NARCACHE_TEST_DATA_DIR must be defined by the build"
 #endif
 
-static char *read_file(const char *path) {
+char *test_slurp(const char *path, size_t *len) {
   FILE *f = fopen(path, "rb");
   if (f == NULL)
-    fail_msg("cannot open %s", path);
+    return NULL;
   fseek(f, 0, SEEK_END);
   long size = ftell(f);
   fseek(f, 0, SEEK_SET);
-  char *text = malloc((size_t)size + 1);
-  assert_non_null(text);
-  assert_int_equal(fread(text, 1, (size_t)size, f), (size_t)size);
-  text[size] = '\0';
+  char *data = malloc((size_t)size + 1);
+  assert_non_null(data);
+  assert_int_equal(fread(data, 1, (size_t)size, f), (size_t)size);
+  data[size] = '\0';
   fclose(f);
+  if (len != NULL)
+    *len = (size_t)size;
+  return data;
+}
+
+static char *read_file(const char *path) {
+  char *text = test_slurp(path, NULL);
+  if (text == NULL)
+    fail_msg("cannot open %s", path);
   return text;
 }
 

@@ -26,6 +26,10 @@ typedef struct tsv_table {
 void tsv_load(tsv_table *t, const char *relpath);
 void tsv_free(tsv_table *t);
 
+/* A whole file, malloc'd and NUL terminated (the NUL is not counted in
+ * *len); NULL if it cannot be opened. */
+char *test_slurp(const char *path, size_t *len);
+
 /* Malloc'd copy of exactly `len` bytes, no terminator. Caller frees. */
 char *exact_copy(const void *data, size_t len);
 

@@ -61,28 +61,9 @@ P_F1="$(nix-store --add "$SRC/f1")"                       # CA fixed:r:sha256 (f
 P_TREE="$(nix-store --add "$SRC/tree")"                   # CA fixed:r:sha256 (dir)
 P_FLAT="$(nix-store --add-fixed sha256 "$SRC/flat/f1")"   # CA fixed:sha256 (flat)
 
-cat > "$SRC/default.nix" <<'EOF'
-let
-  sh = args: name: derivation {
-    inherit name;
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-c" args ];
-  };
-in rec {
-  # text CA (builtins.toFile), no references / with a reference
-  t1 = builtins.toFile "t1" "hello";
-  tref = builtins.toFile "t-ref" "points at ${./f1}\n";
-  # input-addressed, no references
-  noref = sh "echo no-references > $out" "noref-demo";
-  # references another store path (f1) and itself
-  ref = sh "echo ${./f1} > $out; echo $out >> $out" "ref-demo";
-  # self-reference only
-  self = sh "echo $out > $out" "self-demo";
-  # directory output referencing a CA dir and another derivation output
-  dep = sh "/bin/mkdir $out; echo ${./tree} > $out/tree; echo ${noref} > $out/noref" "dep-demo";
-}
-EOF
+# The expression lives in derivations.nix (committed); it refers to ./f1
+# and ./tree, so it is evaluated from inside $SRC.
+cp "$OUT/derivations.nix" "$SRC/default.nix"
 log "building derivations"
 declare -A P
 for a in t1 tref; do   # toFile yields a string, not a derivation: evaluate it
@@ -132,7 +113,6 @@ chmod -R u+w,go+r "$OUT/golden" "$OUT/caches"
     printf 'self-demo (derivation, self ref only)\t%s\n' "${P[self]}"
     printf 'dep-demo (derivation dir, refs tree + noref-demo)\t%s\n' "${P[dep]}"
 } > "$OUT/paths.tsv"
-cp "$SRC/default.nix" "$OUT/derivations.nix"
 
 # ------------------------------- 4. fingerprints + independent verification
 log "computing fingerprints and verifying signatures with python cryptography"
