@@ -11,6 +11,13 @@ void *narcache__calloc(size_t count, size_t size);
 void *narcache__realloc(void *p, size_t size);
 void narcache__free(void *p);
 
+/* Check printf-style arguments of the library's message formatters. */
+#if defined(__GNUC__) || defined(__clang__)
+#define NARCACHE_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define NARCACHE_PRINTF(fmt, args)
+#endif
+
 /* Store `offset` into an optional error-offset out-parameter. */
 static inline void narcache__set_offset(size_t *err_offset, size_t offset) {
   if (err_offset != NULL)

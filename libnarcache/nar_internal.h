@@ -4,13 +4,7 @@
 
 #include "buffer_internal.h"
 #include "narcache/nar.h"
-
-
-#if defined(__GNUC__) || defined(__clang__)
-#define NARCACHE_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
-#else
-#define NARCACHE_PRINTF(fmt, args)
-#endif
+#include "common_internal.h"
 
 #define NAR_MAGIC "nix-archive-1"
 /* Longest keyword of the grammar ("nix-archive-1"). */
