@@ -60,7 +60,7 @@ static int fail(narcache_cache_info *ci, const char *fmt, ...) {
 static int is_blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
 
 static int valid_store_dir(const char *dir, size_t len) {
-  if (len == 0 || dir[0] != '/' || (len > 1 && dir[len - 1] == '/'))
+  if (len < 2 || dir[0] != '/' || dir[len - 1] == '/')
     return 0;
   for (size_t i = 0; i < len; i++)
     if ((unsigned char)dir[i] <= 0x20 || dir[i] == 0x7f)

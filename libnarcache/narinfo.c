@@ -137,7 +137,7 @@ static void fields_clear(narcache__narinfo_fields *f) {
 /* ------------------------------------------------------------------ */
 
 static int valid_store_dir(const char *dir, size_t len) {
-  if (len < 1 || dir[0] != '/' || (len > 1 && dir[len - 1] == '/'))
+  if (len < 2 || dir[0] != '/' || dir[len - 1] == '/')
     return 0;
   for (size_t i = 0; i < len; i++)
     if ((unsigned char)dir[i] <= 0x20 || dir[i] == 0x7f)

@@ -119,3 +119,12 @@ uint8_t *test_hex_decode(const char *hex, size_t *out_len) {
   *out_len = n / 2;
   return out;
 }
+
+char *test_data_slurp(const char *relpath, size_t *len) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", NARCACHE_TEST_DATA_DIR, relpath);
+  char *text = test_slurp(path, len);
+  if (text == NULL)
+    fail_msg("cannot read %s", path);
+  return text;
+}

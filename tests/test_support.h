@@ -30,6 +30,9 @@ void tsv_free(tsv_table *t);
  * *len); NULL if it cannot be opened. */
 char *test_slurp(const char *path, size_t *len);
 
+/* test_slurp() of tests/data/<relpath>; fails the test if unreadable. */
+char *test_data_slurp(const char *relpath, size_t *len);
+
 /* Malloc'd copy of exactly `len` bytes, no terminator. Caller frees. */
 char *exact_copy(const void *data, size_t len);
 
