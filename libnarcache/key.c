@@ -21,10 +21,15 @@ size_t narcache_key_signature_bytes(void) { return crypto_sign_BYTES; }
  * here (idempotent, thread-safe) spares callers of pure key functions. */
 static int ensure_sodium(void) { return sodium_init() < 0 ? NARCACHE_ECRYPTO : NARCACHE_OK; }
 
+/* Names end up in "Sig: name:..." lines and in space-separated
+ * trusted-public-keys lists, so only printable ASCII without ' ' or ':'
+ * can round-trip through both. */
 static int check_name(const char *name, size_t len) {
-  if (name == NULL || len == 0 || len > NARCACHE_KEY_NAME_MAX || memchr(name, ':', len) != NULL ||
-      memchr(name, '\0', len) != NULL)
+  if (name == NULL || len == 0 || len > NARCACHE_KEY_NAME_MAX)
     return NARCACHE_EBADKEY;
+  for (size_t i = 0; i < len; i++)
+    if ((unsigned char)name[i] <= ' ' || (unsigned char)name[i] >= 0x7f || name[i] == ':')
+      return NARCACHE_EBADKEY;
   return NARCACHE_OK;
 }
 

@@ -119,6 +119,12 @@ static void test_malformed_keys(void **state) {
       {0, "test-cache-1:69k6i4vK73YVrhsKf/aQBjD2DjPeE1Y890WezEc4jUE=AAAA"},
       {0, "test-cache-1:69k6i4vK73YVrhsKf/aQBjD2DjPeE1Y8*0WezEc4jUE="}, /* bad char */
       {0, "test-cache-1:69k6i4vK73YVrhsKf/aQBjD2DjPeE1Y890WezEc4jUE=\r\n"},
+      /* names that could not survive a "Sig: name:..." line or a
+       * space-separated trusted-public-keys list */
+      {0, "test cache:69k6i4vK73YVrhsKf/aQBjD2DjPeE1Y890WezEc4jUE="},
+      {0, "evil\nCA:69k6i4vK73YVrhsKf/aQBjD2DjPeE1Y890WezEc4jUE="},
+      {0, "t\xc3\xa9st:69k6i4vK73YVrhsKf/aQBjD2DjPeE1Y890WezEc4jUE="},
+      {0, "tab\tname:69k6i4vK73YVrhsKf/aQBjD2DjPeE1Y890WezEc4jUE="},
       {1, "test-cache-1:69k6i4vK73YVrhsKf/aQBjD2DjPeE1Y890WezEc4jUE="}, /* public as secret */
       /* secret whose public half does not match its seed */
       {1, "test-cache-1:3dfLNFVyLthTKIgut25Nd00T49HQBwTSlW/Kch8mYhvr2TqLi8rvdhWuGwp/9pAGMPYOM94TVjz3RZ7MRziNQA=="},
@@ -135,6 +141,13 @@ static void test_malformed_keys(void **state) {
       fail_msg("key #%zu: got %s", i, narcache_errname(rc));
     assert_null(k);
     assert_true(where <= len);
+  }
+  static const char *const bad_names[] = {"", "a b", "a:b", "a\nb", "\x7f", "caf\xc3\xa9"};
+  for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
+    narcache_key *g = (narcache_key *)&bad;
+    assert_int_equal(narcache_key_generate(&g, bad_names[i], strlen(bad_names[i])),
+                     NARCACHE_EBADKEY);
+    assert_null(g);
   }
   /* A trailing newline, as in a key file written by an editor, is fine;
    * so is missing '=' padding (Nix accepts it). */

@@ -17,10 +17,20 @@ static const char usage_text[] =
     "                             NAR hash of PATH, as narinfo NarHash (sha256:<nix32>)\n"
     "  hash file [--type ALGO] [--base16|--base32|--base64|--sri] FILE...\n"
     "  hash convert [--type ALGO] [--to base16|base32|base64|sri] HASH...\n"
+    "  key generate NAME SECRET_FILE PUBLIC_FILE\n"
+    "                             new key pair (as nix-store --generate-binary-cache-key)\n"
+    "  key public SECRET_FILE     print the public key of a secret key\n"
+    "  narinfo fingerprint [--store-dir DIR] FILE\n"
+    "                             print what a narinfo signature covers\n"
+    "  narinfo sign --key-file SECRET_FILE... [--store-dir DIR] FILE...\n"
+    "                             sign narinfo files in place\n"
+    "  narinfo verify --trusted-key NAME:BASE64... [--store-dir DIR] FILE...\n"
+    "                             check narinfo signatures (also --trusted-key-file)\n"
     "  version\n"
     "\n"
-    "Run 'narcache nar --help' for the NAR options. Exit status 0 on success,\n"
-    "1 on failure (one line on stderr names the problem), 2 on bad usage.\n";
+    "Run 'narcache nar --help' (key --help, narinfo --help) for the options.\n"
+    "Exit status 0 on success, 1 on failure (one line on stderr names the\n"
+    "problem; narinfo verify prints one verdict per file on stdout), 2 on bad usage.\n";
 
 void cli_error(const char *fmt, ...) {
   va_list ap;
@@ -49,6 +59,10 @@ int main(int argc, char **argv) {
     return cmd_hash(argc - 2, argv + 2);
   if (strcmp(cmd, "nar") == 0)
     return cmd_nar(argc - 2, argv + 2);
+  if (strcmp(cmd, "key") == 0)
+    return cmd_key(argc - 2, argv + 2);
+  if (strcmp(cmd, "narinfo") == 0)
+    return cmd_narinfo(argc - 2, argv + 2);
   cli_error("unknown command '%s' (see narcache --help)", cmd);
   return 2;
 }

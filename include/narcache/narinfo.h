@@ -63,7 +63,8 @@ NARCACHE_API size_t narcache_key_signature_bytes(void);
 /** Longest key name accepted (bytes). */
 #define NARCACHE_KEY_NAME_MAX 255
 
-/** Create a new random secret key named `name` (non-empty, no ':').
+/** Create a new random secret key named `name`: 1..255 bytes of printable
+ *  ASCII without ' ' or ':' (the same rule applies when parsing keys).
  *  @return 0; NARCACHE_EBADKEY (bad name); NARCACHE_ENOMEM; NARCACHE_ECRYPTO. */
 NARCACHE_API NARCACHE_NODISCARD int narcache_key_generate(narcache_key **out,
                                                           const char *name, size_t len);
