@@ -722,6 +722,17 @@ static int set_checked(narcache_narinfo *ni, narcache__str *dst, const char *fie
   return str_set(dst, v, len);
 }
 
+/* As set_checked, for a field that NULL removes. */
+static int set_optional(narcache_narinfo *ni, narcache__str *dst, const char *field,
+                        value_check check, const char *v, size_t len) {
+  if (ni != NULL && v == NULL) {
+    clear_error(ni);
+    str_clear(dst);
+    return NARCACHE_OK;
+  }
+  return set_checked(ni, dst, field, check, v, len);
+}
+
 static int check_url_value(const narcache_narinfo *ni, const char *v, size_t len,
                            value_error *e) {
   (void)ni;
@@ -794,12 +805,10 @@ const char *narcache_narinfo_compression(const narcache_narinfo *ni, size_t *len
 int narcache_narinfo_set_compression(narcache_narinfo *ni, const char *method, size_t len) {
   if (ni == NULL)
     return NARCACHE_EINVAL;
-  if (method == NULL || len == 0) {
-    str_clear(&ni->f.compression);
-    return NARCACHE_OK;
-  }
-  return set_checked(ni, &ni->f.compression, "Compression", check_compression_value, method,
-                     len);
+  if (len == 0) /* "" is bzip2, as an absent field */
+    method = NULL;
+  return set_optional(ni, &ni->f.compression, "Compression", check_compression_value, method,
+                      len);
 }
 
 int narcache_narinfo_file_hash(const narcache_narinfo *ni, narcache_hash *out) {
@@ -912,11 +921,7 @@ const char *narcache_narinfo_deriver(const narcache_narinfo *ni, size_t *len) {
 int narcache_narinfo_set_deriver(narcache_narinfo *ni, const char *base, size_t len) {
   if (ni == NULL)
     return NARCACHE_EINVAL;
-  if (base == NULL) {
-    str_clear(&ni->f.deriver);
-    return NARCACHE_OK;
-  }
-  return set_checked(ni, &ni->f.deriver, "Deriver", check_base_value, base, len);
+  return set_optional(ni, &ni->f.deriver, "Deriver", check_base_value, base, len);
 }
 
 const char *narcache_narinfo_system(const narcache_narinfo *ni, size_t *len) {
@@ -926,11 +931,7 @@ const char *narcache_narinfo_system(const narcache_narinfo *ni, size_t *len) {
 int narcache_narinfo_set_system(narcache_narinfo *ni, const char *system, size_t len) {
   if (ni == NULL)
     return NARCACHE_EINVAL;
-  if (system == NULL) {
-    str_clear(&ni->f.system);
-    return NARCACHE_OK;
-  }
-  return set_checked(ni, &ni->f.system, "System", check_word_value, system, len);
+  return set_optional(ni, &ni->f.system, "System", check_word_value, system, len);
 }
 
 const char *narcache_narinfo_ca(const narcache_narinfo *ni, size_t *len) {
