@@ -15,5 +15,6 @@
 #include "narcache/hash.h"
 #include "narcache/nar.h"
 #include "narcache/narinfo.h"
+#include "narcache/store.h"
 
 #endif /* NARCACHE_H */

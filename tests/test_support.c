@@ -128,3 +128,5 @@ char *test_data_slurp(const char *relpath, size_t *len) {
     fail_msg("cannot read %s", path);
   return text;
 }
+
+const char *test_data_dir(void) { return NARCACHE_TEST_DATA_DIR; }

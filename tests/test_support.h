@@ -30,6 +30,9 @@ void tsv_free(tsv_table *t);
  * *len); NULL if it cannot be opened. */
 char *test_slurp(const char *path, size_t *len);
 
+/* The absolute path of tests/data. */
+const char *test_data_dir(void);
+
 /* test_slurp() of tests/data/<relpath>; fails the test if unreadable. */
 char *test_data_slurp(const char *relpath, size_t *len);
 

@@ -111,7 +111,9 @@ NARCACHE_API const char *narcache_version_string(void);
   XX(EBADLENGTH, -19, "encoded data has the wrong length")                    \
   XX(ENONCANONICAL, -20, "non-canonical encoding (stray bits or padding)")    \
   XX(EBADSTOREPATH, -21, "malformed store path")                              \
-  XX(ECRYPTO, -22, "cryptographic library failure")
+  XX(ECRYPTO, -22, "cryptographic library failure")                          \
+  XX(EUNAVAIL, -23, "temporarily unavailable (try again later)")              \
+  XX(ECONFLICT, -24, "conflicts with the current state")
 
 typedef enum narcache_error {
   NARCACHE_OK = 0,

@@ -1,0 +1,210 @@
+/*
+ * libnarcache -- stores: where a binary cache's objects live.
+ *
+ * A binary cache is a set of named objects (spec §6.1): nix-cache-info,
+ * <hash>.narinfo, <hash>.ls, nar/<file>, log/<drv>. A store serves them
+ * by kind and name, and takes uploads of them. The server never touches
+ * files itself; it asks a store.
+ *
+ * A store is a table of callbacks (narcache_store_methods) with a context.
+ * The built-in backends use the same table:
+ *  - dir: a directory laid out as `nix copy --to file://DIR` writes it;
+ *  - (later) nixstore: a local Nix store, NARs and narinfo made on the fly.
+ * An embedder can register its own.
+ *
+ * Threads: a store's callbacks may block; the server calls them from worker
+ * threads, several at a time, so a backend must be safe for concurrent
+ * calls. One reader or upload is used by one thread at a time. The wrapper
+ * functions below validate names and arguments before a backend sees them:
+ * a backend never receives a name containing '/' or starting with '.'.
+ */
+#ifndef NARCACHE_STORE_H
+#define NARCACHE_STORE_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Kinds of objects, with the names they take (validated by the library). */
+typedef enum narcache_object_kind {
+  NARCACHE_OBJECT_CACHE_INFO = 1, /* "nix-cache-info"; name "" */
+  NARCACHE_OBJECT_NARINFO = 2,    /* "<hash>.narinfo"; name: the 32-char hash part */
+  NARCACHE_OBJECT_LISTING = 3,    /* "<hash>.ls"; name: the 32-char hash part */
+  NARCACHE_OBJECT_NAR = 4,        /* "nar/<file>"; name: the file, e.g. "<nix32>.nar.zst" */
+  NARCACHE_OBJECT_LOG = 5         /* "log/<drv>"; name: a store path base name */
+} narcache_object_kind;
+
+/** Check `name` for `kind` as the library does before calling a backend.
+ *  NAR names: 1..255 bytes of [A-Za-z0-9+._-], not starting with '.'.
+ *  @return 0; NARCACHE_EINVAL (unknown kind); NARCACHE_ENOTFOUND (a name
+ *          no object of this kind can have). */
+NARCACHE_API int narcache_object_name_check(int kind, const char *name, size_t len);
+
+/* ------------------------------------------------------------------------ */
+/* Readers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define NARCACHE_READER_VERSION 1
+
+/** An object opened for reading: its exact size is known before any byte
+ *  is read, and any offset can be read (HTTP Range, resumed sends).
+ *  Filled in by a backend's `open`. Either `fd` >= 0 and the bytes are
+ *  fd[fd_offset, fd_offset + size) (the server may send them with
+ *  sendfile; nobody else moves the file position: reads use pread), or
+ *  `read` produces them. `close` releases everything, the fd included. */
+typedef struct narcache_reader {
+  uint32_t version; /* NARCACHE_READER_VERSION */
+  uint64_t size;
+  int fd;
+  uint64_t fd_offset;
+  /* Read up to `len` bytes at `offset` (< size) into `buf`; *got > 0
+   * unless offset == size. May block. 0 or a NARCACHE_E* code. */
+  int (*read)(void *ctx, uint64_t offset, void *buf, size_t len, size_t *got);
+  void (*close)(void *ctx);
+  void *ctx;
+} narcache_reader;
+
+/** Fill `r` for the byte range [offset, offset + size) of `fd`, which the
+ *  reader then owns (closed by narcache_reader_close). */
+NARCACHE_API void narcache_reader_init_fd(narcache_reader *r, int fd, uint64_t offset,
+                                          uint64_t size);
+
+/** Fill `r` with a copy of `data`.
+ *  @return 0; NARCACHE_ENOMEM (r is then unusable, nothing to close). */
+NARCACHE_API int narcache_reader_init_memory(narcache_reader *r, const void *data, size_t len);
+
+/** Read from `r` at `offset` (pread on its fd, or its read callback).
+ *  Short reads are possible; *got == 0 only at the end.
+ *  @return 0; NARCACHE_EIO; NARCACHE_EUNAVAIL; NARCACHE_EINVAL. */
+NARCACHE_API int narcache_reader_read(narcache_reader *r, uint64_t offset, void *buf, size_t len,
+                                      size_t *got);
+
+/** Release the reader. Safe on a zeroed struct. */
+NARCACHE_API void narcache_reader_close(narcache_reader *r);
+
+/* ------------------------------------------------------------------------ */
+/* The backend table                                                         */
+/* ------------------------------------------------------------------------ */
+
+#define NARCACHE_STORE_METHODS_VERSION 1
+
+/** What a backend implements. Copied at registration; fields are only ever
+ *  appended (older backends leave newer ones out by their `version`).
+ *  Every callback returns 0 or a NARCACHE_E* code, and must use
+ *  NARCACHE_ENOTFOUND for "no such object" (HTTP 404) and
+ *  NARCACHE_EUNAVAIL for "cannot answer now" (HTTP 503): out of file
+ *  descriptors or memory, a backend that timed out. */
+typedef struct narcache_store_methods {
+  uint32_t version; /* NARCACHE_STORE_METHODS_VERSION */
+  /** Open an object: fill *out (version already set by the caller). */
+  int (*open)(void *ctx, int kind, const char *name, size_t len, narcache_reader *out);
+  /** Start an upload of exactly `size` bytes; NULL if read-only
+   *  (uploads then fail with NARCACHE_ENOTSUP). */
+  int (*upload_begin)(void *ctx, int kind, const char *name, size_t len, uint64_t size,
+                      void **upload);
+  int (*upload_write)(void *upload, const void *data, size_t len);
+  /** Publish atomically: readers see the old object or the new one. Frees
+   *  `upload` whatever the result. */
+  int (*upload_commit)(void *upload);
+  /** Drop an unfinished upload, leaving no trace. Frees `upload`. */
+  void (*upload_abort)(void *upload);
+  /** Health probe: 0 only if objects can be read right now. May be NULL. */
+  int (*probe)(void *ctx);
+  /** Called by narcache_store_free(). May be NULL. */
+  void (*destroy)(void *ctx);
+} narcache_store_methods;
+
+typedef struct narcache_store narcache_store;
+
+/** Wrap a backend. `methods` is copied; `ctx` is passed to every callback
+ *  and released by `methods->destroy` when the store is freed (also when
+ *  this call fails after taking it: it never leaks `ctx`).
+ *  @return 0; NARCACHE_EINVAL (unknown version, `open` missing, upload
+ *          callbacks partly set); NARCACHE_ENOMEM. */
+NARCACHE_API NARCACHE_NODISCARD int narcache_store_new(narcache_store **out,
+                                                       const narcache_store_methods *methods,
+                                                       void *ctx);
+
+/** The store directory narinfo uploads are checked against (copied;
+ *  default NARCACHE_STORE_DIR "/nix/store").
+ *  @return 0; NARCACHE_EINVAL (not an absolute path); NARCACHE_ENOMEM.
+ *  Thread: before the store is shared. */
+NARCACHE_API int narcache_store_set_store_dir(narcache_store *store, const char *store_dir);
+
+/** Destroy a store (calls its destroy callback). Readers and uploads
+ *  must be closed first. NULL is a no-op. */
+NARCACHE_API void narcache_store_free(narcache_store *store);
+
+/** Open an object after checking its name.
+ *  @return 0 (*out filled; close it); NARCACHE_ENOTFOUND; NARCACHE_EUNAVAIL;
+ *          NARCACHE_EIO; NARCACHE_EINVAL. */
+NARCACHE_API NARCACHE_NODISCARD int narcache_store_open(narcache_reader *out,
+                                                        narcache_store *store, int kind,
+                                                        const char *name, size_t len);
+
+/** Read a whole (small) object into memory: narinfo, listing, cache info.
+ *  @param out NUL-terminated; release with narcache_free()
+ *  @return as narcache_store_open; NARCACHE_ELIMIT (larger than `max`). */
+NARCACHE_API NARCACHE_NODISCARD int narcache_store_read_all(char **out, size_t *out_len,
+                                                            narcache_store *store, int kind,
+                                                            const char *name, size_t len,
+                                                            size_t max);
+
+/** Health probe (0: objects can be read now). */
+NARCACHE_API int narcache_store_probe(narcache_store *store);
+
+/** An upload in progress. */
+typedef struct narcache_upload narcache_upload;
+
+/** Start uploading an object of exactly `size` bytes. A narinfo is checked
+ *  at commit: it must parse, its StorePath must have the hash part it is
+ *  uploaded under, and at most NARCACHE_NARINFO_MAX_BYTES long.
+ *  @return 0; NARCACHE_ENOTSUP (read-only store); NARCACHE_ENOTFOUND (bad
+ *          name); NARCACHE_ELIMIT; NARCACHE_EUNAVAIL; NARCACHE_EIO. */
+NARCACHE_API NARCACHE_NODISCARD int narcache_store_upload_begin(narcache_upload **out,
+                                                                narcache_store *store, int kind,
+                                                                const char *name, size_t len,
+                                                                uint64_t size);
+
+/** Append bytes. More than the announced size is NARCACHE_ELIMIT. */
+NARCACHE_API int narcache_upload_write(narcache_upload *up, const void *data, size_t len);
+
+/** Publish. Fewer bytes than announced is NARCACHE_EMISUSE; an invalid
+ *  narinfo NARCACHE_EBADNARINFO; a narinfo whose NAR is not in the store
+ *  NARCACHE_ECONFLICT (the dir backend publishes NARs before the
+ *  narinfos that point to them). Either way the upload is over: free it. */
+NARCACHE_API int narcache_upload_commit(narcache_upload *up);
+
+/** What went wrong with the upload, or "". Borrowed. */
+NARCACHE_API const char *narcache_upload_errmsg(const narcache_upload *up);
+
+/** Release an upload, abandoning it (no trace left) unless it was
+ *  committed. NULL is a no-op. */
+NARCACHE_API void narcache_upload_free(narcache_upload *up);
+
+/* ------------------------------------------------------------------------ */
+/* Built-in backend: a binary-cache directory                                */
+/* ------------------------------------------------------------------------ */
+
+/** Flags for narcache_store_dir_new(). */
+#define NARCACHE_STORE_DIR_WRITABLE 1u /* accept uploads */
+
+/** A binary-cache directory as `nix copy --to file://PATH` writes it.
+ *  Objects are served as stored (any compression); files are opened
+ *  relative to the directory, never following symlinks in object names.
+ *  Uploads (with NARCACHE_STORE_DIR_WRITABLE) are written to a temporary
+ *  file in the target directory, fsynced, renamed into place, and the
+ *  directory fsynced; a narinfo is accepted only when the NAR its URL
+ *  names is already present.
+ *  @return 0; NARCACHE_ENOTFOUND (no such directory); NARCACHE_EIO;
+ *          NARCACHE_ENOMEM; NARCACHE_EINVAL. */
+NARCACHE_API NARCACHE_NODISCARD int narcache_store_dir_new(narcache_store **out, const char *path,
+                                                           unsigned flags);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NARCACHE_STORE_H */

@@ -1,0 +1,284 @@
+/* The "dir" backend: a binary-cache directory as `nix copy --to file://`
+ * lays it out. Everything is opened relative to the directory's fd; object
+ * names were checked by store.c (no '/', no leading '.'). */
+#define _GNU_SOURCE
+#include "buffer_internal.h"
+#include "common_internal.h"
+#include "narcache/narinfo.h"
+#include "narcache/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct dir_store {
+  int root_fd;
+  unsigned flags;
+  atomic_uint next_temp; /* temp file names: unique within the process */
+} dir_store;
+
+typedef struct dir_upload {
+  dir_store *store;
+  int dir_fd; /* owned unless it is the root */
+  int fd;
+  int kind;
+  char temp[320];
+  char final[320];
+  narcache__buf narinfo; /* kept to find the NAR it points to */
+} dir_upload;
+
+static int from_errno(int e) {
+  switch (e) {
+  case ENOENT:
+  case ENOTDIR:
+  case ELOOP: /* a symlink where an object should be: not ours to follow */
+    return NARCACHE_ENOTFOUND;
+  case EMFILE:
+  case ENFILE:
+  case ENOMEM:
+  case EAGAIN:
+  case EINTR:
+  case ETIMEDOUT:
+  case ESTALE:
+    return NARCACHE_EUNAVAIL;
+  default:
+    return NARCACHE_EIO;
+  }
+}
+
+/* Subdirectory and file name of an object. */
+static const char *object_place(int kind, const char *name, size_t len, char *file,
+                                size_t file_size) {
+  switch (kind) {
+  case NARCACHE_OBJECT_CACHE_INFO:
+    snprintf(file, file_size, "nix-cache-info");
+    return NULL;
+  case NARCACHE_OBJECT_NARINFO:
+    snprintf(file, file_size, "%.*s.narinfo", (int)len, name);
+    return NULL;
+  case NARCACHE_OBJECT_LISTING:
+    snprintf(file, file_size, "%.*s.ls", (int)len, name);
+    return NULL;
+  case NARCACHE_OBJECT_NAR:
+    snprintf(file, file_size, "%.*s", (int)len, name);
+    return "nar";
+  default:
+    snprintf(file, file_size, "%.*s", (int)len, name);
+    return "log";
+  }
+}
+
+/* The directory holding an object: the root itself, or a subdirectory
+ * opened without following a symlink. With `create`, make it first. */
+static int open_dir(dir_store *s, const char *sub, int create, int *dir_fd) {
+  if (sub == NULL) {
+    *dir_fd = s->root_fd;
+    return NARCACHE_OK;
+  }
+  if (create && mkdirat(s->root_fd, sub, 0755) < 0 && errno != EEXIST)
+    return from_errno(errno);
+  int fd = openat(s->root_fd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return from_errno(errno);
+  *dir_fd = fd;
+  return NARCACHE_OK;
+}
+
+static void close_dir(dir_store *s, int dir_fd) {
+  if (dir_fd >= 0 && dir_fd != s->root_fd)
+    close(dir_fd);
+}
+
+static int dir_open(void *ctx, int kind, const char *name, size_t len, narcache_reader *out) {
+  dir_store *s = ctx;
+  char file[320];
+  const char *sub = object_place(kind, name, len, file, sizeof file);
+  int dir_fd = -1;
+  int rc = open_dir(s, sub, 0, &dir_fd);
+  if (rc < 0)
+    return rc;
+  /* O_NONBLOCK: a FIFO planted in the cache must not hang a worker. */
+  int fd = openat(dir_fd, file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  int saved = errno;
+  close_dir(s, dir_fd);
+  if (fd < 0)
+    return from_errno(saved);
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return NARCACHE_ENOTFOUND;
+  }
+  narcache_reader_init_fd(out, fd, 0, (uint64_t)st.st_size);
+  return NARCACHE_OK;
+}
+
+/* A fresh temporary name next to the final one: hidden (leading '.', which
+ * no object name has), unique per process and per call, random enough
+ * across processes sharing the directory. */
+static void temp_name(dir_store *s, const char *final, char *out, size_t size) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  unsigned n = atomic_fetch_add(&s->next_temp, 1);
+  snprintf(out, size, ".tmp-%.200s-%ld-%u-%lx", final, (long)getpid(), n,
+           (unsigned long)ts.tv_nsec);
+}
+
+static int dir_upload_begin(void *ctx, int kind, const char *name, size_t len, uint64_t size,
+                            void **upload) {
+  (void)size;
+  dir_store *s = ctx;
+  dir_upload *up = narcache__calloc(1, sizeof *up);
+  if (up == NULL)
+    return NARCACHE_ENOMEM;
+  up->store = s;
+  up->kind = kind;
+  up->fd = -1;
+  const char *sub = object_place(kind, name, len, up->final, sizeof up->final);
+  int rc = open_dir(s, sub, 1, &up->dir_fd);
+  if (rc < 0) {
+    narcache__free(up);
+    return rc;
+  }
+  for (int attempt = 0; attempt < 100 && up->fd < 0; attempt++) {
+    temp_name(s, up->final, up->temp, sizeof up->temp);
+    up->fd = openat(up->dir_fd, up->temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    0644);
+    if (up->fd < 0 && errno != EEXIST)
+      break;
+  }
+  if (up->fd < 0) {
+    rc = from_errno(errno);
+    close_dir(s, up->dir_fd);
+    narcache__free(up);
+    return rc;
+  }
+  *upload = up;
+  return NARCACHE_OK;
+}
+
+static int dir_upload_write(void *upload, const void *data, size_t len) {
+  dir_upload *up = upload;
+  if (up->kind == NARCACHE_OBJECT_NARINFO && narcache__buf_append(&up->narinfo, data, len) < 0)
+    return NARCACHE_ENOMEM;
+  const char *p = data;
+  while (len > 0) {
+    ssize_t n = write(up->fd, p, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return errno == ENOSPC || errno == EDQUOT ? NARCACHE_EUNAVAIL : NARCACHE_EIO;
+    p += n;
+    len -= (size_t)n;
+  }
+  return NARCACHE_OK;
+}
+
+static void dir_upload_release(dir_upload *up, int remove_temp) {
+  if (up->fd >= 0)
+    close(up->fd);
+  if (remove_temp)
+    unlinkat(up->dir_fd, up->temp, 0);
+  close_dir(up->store, up->dir_fd);
+  narcache__buf_free(&up->narinfo);
+  narcache__free(up);
+}
+
+static void dir_upload_abort(void *upload) { dir_upload_release(upload, 1); }
+
+/* A narinfo goes public only after the NAR it names: a client that sees
+ * the narinfo must be able to fetch the NAR. URLs outside nar/ (absolute
+ * URLs to elsewhere) are the uploader's business. */
+static int check_nar_present(dir_upload *up) {
+  narcache_narinfo *ni = NULL;
+  int rc = narcache_narinfo_new(&ni, NULL);
+  if (rc < 0)
+    return rc;
+  /* store.c has validated it against the store's directory; here only the
+   * URL matters, so parse leniently about the directory. */
+  rc = narcache_narinfo_parse(ni, up->narinfo.data, up->narinfo.len);
+  size_t url_len = 0;
+  const char *url = rc == 0 ? narcache_narinfo_url(ni, &url_len) : NULL;
+  if (url != NULL && url_len > 4 && memcmp(url, "nar/", 4) == 0) {
+    const char *file = url + 4;
+    size_t file_len = url_len - 4;
+    const char *query = memchr(file, '?', file_len);
+    if (query != NULL)
+      file_len = (size_t)(query - file);
+    struct stat st;
+    char name[300];
+    snprintf(name, sizeof name, "nar/%.*s", (int)file_len, file);
+    if (narcache_object_name_check(NARCACHE_OBJECT_NAR, file, file_len) < 0 ||
+        fstatat(up->store->root_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+      rc = NARCACHE_ECONFLICT;
+  }
+  narcache_narinfo_free(ni);
+  return rc == NARCACHE_EBADNARINFO ? NARCACHE_OK : rc; /* other store dirs: no URL check */
+}
+
+static int dir_upload_commit(void *upload) {
+  dir_upload *up = upload;
+  int rc = NARCACHE_OK;
+  if (fsync(up->fd) < 0)
+    rc = from_errno(errno);
+  if (rc == 0 && up->kind == NARCACHE_OBJECT_NARINFO)
+    rc = check_nar_present(up);
+  if (rc == 0 && renameat(up->dir_fd, up->temp, up->dir_fd, up->final) < 0)
+    rc = from_errno(errno);
+  /* The rename is durable only once the directory is on disk. */
+  if (rc == 0 && fsync(up->dir_fd) < 0)
+    rc = from_errno(errno);
+  dir_upload_release(up, rc < 0);
+  return rc;
+}
+
+static int dir_probe(void *ctx) {
+  dir_store *s = ctx;
+  int fd = openat(s->root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return from_errno(errno) == NARCACHE_ENOTFOUND ? NARCACHE_EIO : from_errno(errno);
+  close(fd);
+  return NARCACHE_OK;
+}
+
+static void dir_destroy(void *ctx) {
+  dir_store *s = ctx;
+  close(s->root_fd);
+  narcache__free(s);
+}
+
+int narcache_store_dir_new(narcache_store **out, const char *path, unsigned flags) {
+  if (out == NULL)
+    return NARCACHE_EINVAL;
+  *out = NULL;
+  if (path == NULL || (flags & ~NARCACHE_STORE_DIR_WRITABLE) != 0)
+    return NARCACHE_EINVAL;
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return from_errno(errno);
+  dir_store *s = narcache__calloc(1, sizeof *s);
+  if (s == NULL) {
+    close(fd);
+    return NARCACHE_ENOMEM;
+  }
+  s->root_fd = fd;
+  s->flags = flags;
+  atomic_init(&s->next_temp, 0);
+  narcache_store_methods m = {
+      .version = NARCACHE_STORE_METHODS_VERSION,
+      .open = dir_open,
+      .probe = dir_probe,
+      .destroy = dir_destroy,
+  };
+  if (flags & NARCACHE_STORE_DIR_WRITABLE) {
+    m.upload_begin = dir_upload_begin;
+    m.upload_write = dir_upload_write;
+    m.upload_commit = dir_upload_commit;
+    m.upload_abort = dir_upload_abort;
+  }
+  return narcache_store_new(out, &m, s);
+}
