@@ -22,6 +22,7 @@
 #define NARCACHE_STORE_H
 
 #include "common.h"
+#include "narinfo.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -202,6 +203,43 @@ NARCACHE_API void narcache_upload_free(narcache_upload *up);
  *          NARCACHE_ENOMEM; NARCACHE_EINVAL. */
 NARCACHE_API NARCACHE_NODISCARD int narcache_store_dir_new(narcache_store **out, const char *path,
                                                            unsigned flags);
+
+/* ------------------------------------------------------------------------ */
+/* Built-in backend: a local Nix store (read-only)                           */
+/* ------------------------------------------------------------------------ */
+
+#define NARCACHE_NIXSTORE_OPTIONS_VERSION 1
+
+/** Options of narcache_store_nixstore_new(). Zero-initialise, set
+ *  `version`, then what you need. */
+typedef struct narcache_nixstore_options {
+  uint32_t version;      /* NARCACHE_NIXSTORE_OPTIONS_VERSION */
+  const char *store_dir; /* NULL: "/nix/store" */
+  const char *db_path;   /* NULL: "/nix/var/nix/db/db.sqlite" */
+  /* Secret keys that sign every narinfo served (replacing signatures of
+   * the same names from the database). Borrowed: they must outlive the
+   * store. May be none. */
+  const narcache_key *const *keys;
+  size_t n_keys;
+  int32_t priority; /* nix-cache-info Priority; 0 means 30 */
+} narcache_nixstore_options;
+
+/** Serve a local Nix store, as nix-serve and harmonia do. Metadata comes
+ *  from Nix's SQLite database, opened read-only (a WAL reader never blocks
+ *  Nix's writers; each lookup is one short read transaction). Objects:
+ *   - narinfo: made from the database row (StorePath, NarHash, NarSize,
+ *     References, Deriver, CA, Sig), `Compression: none`, URL
+ *     "nar/<hash part>-<nix32 NarHash>.nar", signed with the keys;
+ *   - nar/<hash part>-<nix32 NarHash>.nar: the NAR dumped on the fly; a
+ *     path whose registered NarHash differs from the name is absent, and a
+ *     tree that no longer has its registered NarSize is an I/O error;
+ *   - <hash>.ls: the listing of the path, with narOffset;
+ *   - nix-cache-info: StoreDir, WantMassQuery 1, Priority.
+ *  Paths not registered as valid are absent. Uploads are not supported.
+ *  @return 0; NARCACHE_ENOTFOUND (no database); NARCACHE_EUNAVAIL (locked);
+ *          NARCACHE_EIO; NARCACHE_EINVAL; NARCACHE_ENOMEM. */
+NARCACHE_API NARCACHE_NODISCARD int narcache_store_nixstore_new(
+    narcache_store **out, const narcache_nixstore_options *options);
 
 #ifdef __cplusplus
 }

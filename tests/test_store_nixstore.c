@@ -1,0 +1,227 @@
+/* The nixstore backend against the real Nix store (driven by
+ * tests/store_nixstore.sh, which makes the paths and has Nix write a
+ * file:// cache of them).
+ *
+ *   test_store_nixstore compare CACHE_DIR HASH...
+ *     for each path: our narinfo states what Nix's does (StorePath,
+ *     NarHash, NarSize, References, Deriver, CA), carries our signature,
+ *     and our NAR and .ls are byte-identical to the ones Nix wrote;
+ *   test_store_nixstore hammer SECONDS HASH...
+ *     look the paths up in a loop (while Nix writes to its database);
+ *     every lookup must succeed. */
+#include <narcache.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int failures;
+
+#define CHECK(cond, ...)                                                                           \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                        \
+      fprintf(stderr, __VA_ARGS__);                                                                \
+      fputc('\n', stderr);                                                                         \
+      failures++;                                                                                  \
+    }                                                                                              \
+  } while (0)
+
+static char *slurp(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    return NULL;
+  size_t cap = 1 << 16, n = 0;
+  char *buf = malloc(cap);
+  size_t got;
+  while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
+    n += got;
+    if (n == cap)
+      buf = realloc(buf, cap *= 2);
+  }
+  fclose(f);
+  *len = n;
+  return buf;
+}
+
+static narcache_narinfo *parse(const char *text, size_t len) {
+  narcache_narinfo *ni = NULL;
+  if (narcache_narinfo_new(&ni, NULL) != 0 || narcache_narinfo_parse(ni, text, len) != 0) {
+    fprintf(stderr, "parse: %s\n", ni ? narcache_narinfo_errmsg(ni) : "?");
+    exit(2);
+  }
+  return ni;
+}
+
+static int same_str(const char *a, const char *b) {
+  return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static void compare_fields(const narcache_narinfo *ours, const narcache_narinfo *nix, const char *hash) {
+  char *fp_ours = NULL, *fp_nix = NULL;
+  CHECK(narcache_narinfo_fingerprint(&fp_ours, NULL, ours) == 0, "%s: fingerprint", hash);
+  CHECK(narcache_narinfo_fingerprint(&fp_nix, NULL, nix) == 0, "%s: fingerprint", hash);
+  /* StorePath, NarHash, NarSize and References, exactly */
+  CHECK(fp_ours && fp_nix && strcmp(fp_ours, fp_nix) == 0, "%s: fingerprint\n ours %s\n nix  %s",
+        hash, fp_ours, fp_nix);
+  narcache_free(fp_ours);
+  narcache_free(fp_nix);
+  CHECK(same_str(narcache_narinfo_deriver(ours, NULL), narcache_narinfo_deriver(nix, NULL)),
+        "%s: Deriver", hash);
+  CHECK(same_str(narcache_narinfo_ca(ours, NULL), narcache_narinfo_ca(nix, NULL)), "%s: CA", hash);
+}
+
+static char *read_object(narcache_store *s, int kind, const char *name, size_t *len) {
+  narcache_reader r;
+  int rc = narcache_store_open(&r, s, kind, name, strlen(name));
+  if (rc != 0) {
+    CHECK(0, "open %s: %s", name, narcache_errname(rc));
+    return NULL;
+  }
+  char *buf = malloc(r.size + 1);
+  uint64_t off = 0;
+  /* odd-sized reads, and one seek backwards, as a Range request would */
+  while (off < r.size) {
+    size_t got = 0;
+    rc = narcache_reader_read(&r, off, buf + off, 1000, &got);
+    if (rc != 0 || got == 0) {
+      CHECK(0, "read %s at %llu: %s", name, (unsigned long long)off, narcache_errname(rc));
+      break;
+    }
+    off += got;
+  }
+  if (r.size > 10) {
+    char again[10];
+    size_t got = 0;
+    CHECK(narcache_reader_read(&r, r.size - 10, again, 10, &got) == 0 && got == 10 &&
+              memcmp(again, buf + r.size - 10, 10) == 0,
+          "re-read %s", name);
+  }
+  *len = (size_t)r.size;
+  narcache_reader_close(&r);
+  return buf;
+}
+
+static int compare(narcache_store *s, const narcache_key *pub, const char *cache, const char *hash) {
+  char path[4096];
+  size_t nix_len = 0, ours_len = 0;
+  snprintf(path, sizeof path, "%s/%s.narinfo", cache, hash);
+  char *nix_text = slurp(path, &nix_len);
+  if (nix_text == NULL) {
+    CHECK(0, "no %s", path);
+    return 1;
+  }
+  char *ours_text = NULL;
+  int rc = narcache_store_read_all(&ours_text, &ours_len, s, NARCACHE_OBJECT_NARINFO, hash, 32, 1 << 20);
+  CHECK(rc == 0, "%s: narinfo: %s", hash, narcache_errname(rc));
+  if (rc != 0)
+    return 1;
+  narcache_narinfo *nix = parse(nix_text, nix_len), *ours = parse(ours_text, ours_len);
+  compare_fields(ours, nix, hash);
+  const narcache_key *trusted[] = {pub};
+  CHECK(narcache_narinfo_verify(NULL, ours, trusted, 1) == 0, "%s: our signature", hash);
+
+  /* the NAR our URL names is byte for byte the one Nix wrote */
+  const char *url = narcache_narinfo_url(ours, NULL), *nix_url = narcache_narinfo_url(nix, NULL);
+  size_t nar_len = 0, nix_nar_len = 0;
+  char *nar = read_object(s, NARCACHE_OBJECT_NAR, url + 4, &nar_len);
+  snprintf(path, sizeof path, "%s/%s", cache, nix_url);
+  char *nix_nar = slurp(path, &nix_nar_len);
+  CHECK(nar && nix_nar && nar_len == nix_nar_len && memcmp(nar, nix_nar, nar_len) == 0,
+        "%s: NAR differs from Nix's %s", hash, nix_url);
+  /* and the listing */
+  size_t ls_len = 0, nix_ls_len = 0;
+  char *ls = read_object(s, NARCACHE_OBJECT_LISTING, hash, &ls_len);
+  snprintf(path, sizeof path, "%s/%s.ls", cache, hash);
+  char *nix_ls = slurp(path, &nix_ls_len);
+  CHECK(ls && nix_ls && ls_len == nix_ls_len && memcmp(ls, nix_ls, ls_len) == 0,
+        "%s: .ls differs:\n ours %.*s\n nix  %.*s", hash, (int)ls_len, ls ? ls : "",
+        (int)nix_ls_len, nix_ls ? nix_ls : "");
+  printf("ok %s (%zu-byte NAR, %zu references)\n", hash, nar_len,
+         narcache_narinfo_reference_count(ours));
+  free(nar);
+  free(nix_nar);
+  free(ls);
+  free(nix_ls);
+  narcache_narinfo_free(nix);
+  narcache_narinfo_free(ours);
+  narcache_free(ours_text);
+  free(nix_text);
+  return 0;
+}
+
+static void absent_objects(narcache_store *s, const char *hash) {
+  narcache_reader r;
+  CHECK(narcache_store_open(&r, s, NARCACHE_OBJECT_NARINFO, "00000000000000000000000000000000", 32) ==
+            NARCACHE_ENOTFOUND,
+        "unknown hash must be absent");
+  char name[128];
+  /* a NAR name whose NarHash is not the registered one */
+  snprintf(name, sizeof name, "%s-0000000000000000000000000000000000000000000000000000.nar", hash);
+  CHECK(narcache_store_open(&r, s, NARCACHE_OBJECT_NAR, name, strlen(name)) == NARCACHE_ENOTFOUND,
+        "NAR with a stale hash must be absent");
+  CHECK(narcache_store_open(&r, s, NARCACHE_OBJECT_NAR, "x.nar", 5) == NARCACHE_ENOTFOUND,
+        "foreign NAR name must be absent");
+  char *info = NULL;
+  CHECK(narcache_store_read_all(&info, NULL, s, NARCACHE_OBJECT_CACHE_INFO, "", 0, 4096) == 0 &&
+            strcmp(info, "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n") == 0,
+        "nix-cache-info: %s", info ? info : "(none)");
+  narcache_free(info);
+  CHECK(narcache_store_probe(s) == 0, "probe");
+}
+
+static int hammer(narcache_store *s, double seconds, char **hashes, int n) {
+  time_t end = time(NULL) + (time_t)seconds;
+  unsigned long lookups = 0;
+  while (time(NULL) < end) {
+    for (int i = 0; i < n; i++) {
+      char *text = NULL;
+      int rc = narcache_store_read_all(&text, NULL, s, NARCACHE_OBJECT_NARINFO, hashes[i], 32, 1 << 20);
+      CHECK(rc == 0, "lookup %s while Nix writes: %s", hashes[i], narcache_errname(rc));
+      narcache_free(text);
+      lookups++;
+      if (failures > 0)
+        return 1;
+    }
+  }
+  printf("%lu lookups while Nix wrote, all answered\n", lookups);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 4) {
+    fprintf(stderr, "usage: %s compare CACHE HASH... | hammer SECONDS HASH...\n", argv[0]);
+    return 2;
+  }
+  if (narcache_init() < 0)
+    return 2;
+  narcache_key *sk = NULL, *pk = NULL;
+  if (narcache_key_generate(&sk, "narcache-nixstore-test-1", 24) != 0 || narcache_key_public(&pk, sk) != 0)
+    return 2;
+  const narcache_key *keys[] = {sk};
+  narcache_nixstore_options o = {0};
+  o.version = NARCACHE_NIXSTORE_OPTIONS_VERSION;
+  o.keys = keys;
+  o.n_keys = 1;
+  narcache_store *s = NULL;
+  int rc = narcache_store_nixstore_new(&s, &o);
+  if (rc != 0) {
+    fprintf(stderr, "nixstore backend: %s\n", narcache_errname(rc));
+    return 1;
+  }
+  if (strcmp(argv[1], "compare") == 0) {
+    for (int i = 3; i < argc; i++)
+      compare(s, pk, argv[2], argv[i]);
+    absent_objects(s, argv[3]);
+  } else {
+    hammer(s, atof(argv[2]), argv + 3, argc - 3);
+  }
+  narcache_store_free(s);
+  narcache_key_free(sk);
+  narcache_key_free(pk);
+  narcache_shutdown();
+  if (failures > 0)
+    fprintf(stderr, "%d failure(s)\n", failures);
+  return failures > 0;
+}
