@@ -4,9 +4,13 @@
 # references), let Nix write a file:// cache of them with listings, then
 # compare what the backend serves with what Nix wrote, and look paths up
 # while Nix writes to its database. Runs as root without a daemon, like the
-# other Nix-driven tests. Usage: store_nixstore.sh TEST_STORE_NIXSTORE
+# other Nix-driven tests. Then `narcache cache add` writes a cache of the
+# same paths that the real client verifies and substitutes from with
+# signatures required.
+# Usage: store_nixstore.sh TEST_STORE_NIXSTORE NARCACHE_CLI
 set -euo pipefail
 checker=$1
+cli=$2
 unset NIX_REMOTE
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/narcache-nixstore.XXXXXX")
 hammer_pid=
@@ -60,3 +64,44 @@ hammer_pid=$!
 "$checker" hammer 4 "${hashes[@]}"
 wait "$hammer_pid"
 hammer_pid=
+
+# ---------------------------------------------------------------- cache add
+"$cli" key generate cache-add-test-1 "$TMP/sk" "$TMP/pk"
+nix-store --generate-binary-cache-key other-key-1 "$TMP/other.sk" "$TMP/other.pk"
+OURS=$TMP/ours
+"$cli" cache add --to "$OURS" --key-file "$TMP/sk" --jobs 2 --closure "$P_BUILT" "$P_TREE"
+for h in "${hashes[@]}"; do
+    [[ -s $OURS/$h.narinfo && -s $OURS/$h.ls ]] || { echo "missing $h in cache add output" >&2; exit 1; }
+    grep -q '^Compression: zstd$' "$OURS/$h.narinfo"
+    # the same listing as Nix's
+    cmp "$OURS/$h.ls" "$TMP/cache/$h.ls"
+done
+# Nix checks every signature and every NAR (decompressed and hashed).
+"${NIX[@]}" store verify --store "file://$OURS" --trusted-public-keys "$(cat "$TMP/pk")" \
+    --sigs-needed 1 --all
+# ... and the check can fail: with another trusted key the built path is untrusted.
+if "${NIX[@]}" store verify --store "file://$OURS" --trusted-public-keys "$(cat "$TMP/other.pk")" \
+    --sigs-needed 1 "$P_BUILT" 2>/dev/null; then
+    echo "nix store verify accepted a cache signed by an untrusted key" >&2; exit 1
+fi
+# Substitution into a fresh store with signatures required.
+ROOT=$TMP/root
+"${NIX[@]}" copy "${NIXOPTS[@]}" --option require-sigs true \
+    --option trusted-public-keys "$(cat "$TMP/pk")" \
+    --from "file://$OURS" --to "local?root=$ROOT" "$P_BUILT" "$P_TREE"
+for p in "$P_BUILT" "$P_FILE" "$P_TREE"; do
+    a=$(nix-store --dump "$p" | sha256sum)
+    b=$(nix-store --dump "$ROOT$p" | sha256sum)
+    [[ $a == "$b" ]] || { echo "substituted $p differs" >&2; exit 1; }
+done
+echo "nix substituted ${#hashes[@]} paths from the cache add output with require-sigs"
+# A second run has nothing to do and changes nothing.
+before=$(cd "$OURS" && find . -type f -printf '%P %s %T@\n' | sort)
+"$cli" cache add --to "$OURS" --key-file "$TMP/sk" --closure "$P_BUILT" "$P_TREE"
+after=$(cd "$OURS" && find . -type f -printf '%P %s %T@\n' | sort)
+[[ $before == "$after" ]] || { echo "second cache add changed the cache" >&2; exit 1; }
+# A path Nix does not know is an error.
+if "$cli" cache add --to "$OURS" --key-file "$TMP/sk" /nix/store/00000000000000000000000000000000-nothing 2>/dev/null; then
+    echo "cache add accepted an unknown path" >&2; exit 1
+fi
+echo "cache add: ok"

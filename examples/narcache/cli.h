@@ -10,6 +10,7 @@
 
 int cmd_hash(int argc, char **argv);
 int cmd_nar(int argc, char **argv);
+int cmd_cache(int argc, char **argv);
 int cmd_key(int argc, char **argv);
 int cmd_narinfo(int argc, char **argv);
 

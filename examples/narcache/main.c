@@ -26,6 +26,8 @@ static const char usage_text[] =
     "                             sign narinfo files in place\n"
     "  narinfo verify --trusted-key NAME:BASE64... [--store-dir DIR] FILE...\n"
     "                             check narinfo signatures (also --trusted-key-file)\n"
+    "  cache add --to DIR --key-file F [--compression zstd|none] [--jobs N] [--closure] PATH...\n"
+    "                             write store paths into a binary-cache directory\n"
     "  version\n"
     "\n"
     "Run 'narcache nar --help' (key --help, narinfo --help) for the options.\n"
@@ -59,6 +61,8 @@ int main(int argc, char **argv) {
     return cmd_hash(argc - 2, argv + 2);
   if (strcmp(cmd, "nar") == 0)
     return cmd_nar(argc - 2, argv + 2);
+  if (strcmp(cmd, "cache") == 0)
+    return cmd_cache(argc - 2, argv + 2);
   if (strcmp(cmd, "key") == 0)
     return cmd_key(argc - 2, argv + 2);
   if (strcmp(cmd, "narinfo") == 0)
