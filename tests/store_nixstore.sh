@@ -14,9 +14,11 @@ cli=$2
 unset NIX_REMOTE
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/narcache-nixstore.XXXXXX")
 hammer_pid=
+# A path the Nix database does not know (made by hand in the store dir).
+UNREG=/nix/store/0000000000000000000000000000000z-narcache-unregistered
 cleanup() {
     [[ -n $hammer_pid ]] && kill "$hammer_pid" 2>/dev/null || true
-    rm -rf "$TMP"
+    rm -rf "$TMP" "$UNREG"
 }
 trap cleanup EXIT
 export XDG_CACHE_HOME=$TMP/xdg
@@ -104,4 +106,24 @@ after=$(cd "$OURS" && find . -type f -printf '%P %s %T@\n' | sort)
 if "$cli" cache add --to "$OURS" --key-file "$TMP/sk" /nix/store/00000000000000000000000000000000-nothing 2>/dev/null; then
     echo "cache add accepted an unknown path" >&2; exit 1
 fi
+
+# A path Nix does not list: NAR from the tree, references by scanning it.
+rm -rf "$UNREG"
+mkdir -p "$UNREG/sub"
+printf 'see %s and %s\n' "$P_FILE" "$UNREG" > "$UNREG/sub/refs"
+# A hash part split across two reads must still be found: cache add reads
+# the NAR in 256 KiB pieces, so put one across NAR offset 262144.
+: > "$UNREG/big"
+off=$("$cli" nar dump "$UNREG" | "$cli" nar ls --json |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["root"]["entries"]["big"]["narOffset"])')
+head -c $((262144 - off - 10)) /dev/zero > "$UNREG/big"
+printf '%s' "$(basename "$P_TREE" | cut -c1-32)" >> "$UNREG/big"
+head -c 300000 /dev/zero >> "$UNREG/big"
+"$cli" cache add --to "$OURS" --key-file "$TMP/sk" "$UNREG"
+ni=$OURS/0000000000000000000000000000000z.narinfo
+want="References: $(printf '%s\n' "$(basename "$UNREG")" "$(basename "$P_FILE")" "$(basename "$P_TREE")" | sort | tr '\n' ' ' | sed 's/ $//')"
+grep -qx "$want" "$ni" || { echo "unregistered path: want '$want', got:" >&2; cat "$ni" >&2; exit 1; }
+grep -qx "NarHash: sha256:$(nix-hash --type sha256 --base32 "$UNREG")" "$ni"
+"${NIX[@]}" store verify --store "file://$OURS" --trusted-public-keys "$(cat "$TMP/pk")" \
+    --sigs-needed 1 "$UNREG"
 echo "cache add: ok"

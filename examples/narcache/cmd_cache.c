@@ -2,6 +2,7 @@
  * binary-cache directory, as `nix copy --to 'file://DIR?compression=zstd&
  * secret-key=F&write-nar-listing=true'` does, with parallel jobs. */
 #define _GNU_SOURCE
+#include "cache_scan.h"
 #include "cli.h"
 
 #include <narcache.h>
@@ -25,7 +26,10 @@ static const char cache_usage_text[] =
     "NAR (compressed, named by its file hash), the .ls listing, and the narinfo\n"
     "signed with every key, published last. Paths whose narinfo is already in\n"
     "DIR are skipped. Metadata comes from the Nix database (--db, default\n"
-    "/nix/var/nix/db/db.sqlite); paths it does not list are an error.\n"
+    "/nix/var/nix/db/db.sqlite); for a path it does not list, the NAR is made\n"
+    "from the tree and its references are found by scanning it for the hash\n"
+    "parts of the paths in the store directory, as Nix does (--closure does\n"
+    "not follow those).\n"
     "--compression  zstd (default) or none;  --level  zstd level (default 3)\n"
     "--jobs         paths copied in parallel (default: the number of CPUs)\n"
     "Progress is shown on a terminal. Exit status 0 if every path is in DIR.\n";
@@ -47,6 +51,7 @@ typedef struct cache_options {
 typedef struct job_queue {
   pthread_mutex_t lock;
   char (*hashes)[33];
+  const char **paths; /* the argument for the hash, or NULL */
   size_t count;
   size_t next;
   /* progress */
@@ -58,8 +63,12 @@ typedef struct job_queue {
 
 typedef struct worker_ctx {
   job_queue *q;
-  narcache_store *src, *dst;
+  narcache_store *src, *dst; /* src NULL: no Nix database */
   const cache_options *o;
+  narcache_key **keys;
+  pthread_mutex_t scan_lock;
+  int scan_loaded;
+  scan_set scan; /* the store directory, listed on first need */
 } worker_ctx;
 
 static double seconds_since(const struct timespec *t0) {
@@ -79,8 +88,13 @@ static void show_progress(job_queue *q, int final) {
 }
 
 /* Copy a reader's bytes through `codec` into `tmp`, hashing the output. */
+typedef struct nar_observer {
+  ref_scan scan;
+  narcache_hasher *nar_hasher;
+} nar_observer;
+
 static int compress_to(FILE *tmp, narcache_reader *r, narcache_codec *codec, narcache_hash *file_hash,
-                       uint64_t *file_size) {
+                       uint64_t *file_size, nar_observer *watch) {
   narcache_hasher *h = NULL;
   int rc = narcache_hasher_new(&h, NARCACHE_HASH_SHA256);
   static const size_t chunk = 256 * 1024;
@@ -98,6 +112,10 @@ static int compress_to(FILE *tmp, narcache_reader *r, narcache_codec *codec, nar
     }
     if (rc < 0)
       break;
+    if (watch != NULL && got > 0) { /* the uncompressed NAR: hash and references */
+      ref_scan_feed(&watch->scan, in_buf, got);
+      rc = narcache_hasher_update(watch->nar_hasher, in_buf, got);
+    }
     finishing = off == r->size;
     narcache_inbuf in = {in_buf, got, 0};
     int more;
@@ -166,77 +184,159 @@ static int exists(narcache_store *s, int kind, const char *name) {
   return 1;
 }
 
-/* One path: NAR, listing, then the narinfo that points at them. */
-static int copy_path(worker_ctx *w, const char *hash, uint64_t *in_bytes, uint64_t *out_bytes) {
+/* Where a path's NAR, listing and metadata come from. */
+typedef struct path_source {
+  narcache_narinfo *ni;
+  narcache_reader reader;
+  char *listing;
+  size_t listing_len;
+  nar_observer *watch; /* unregistered: NarHash and references still to find */
+} path_source;
+
+static int source_registered(worker_ctx *w, const char *hash, path_source *src) {
   char *text = NULL;
   size_t len = 0;
   int rc = narcache_store_read_all(&text, &len, w->src, NARCACHE_OBJECT_NARINFO, hash, 32, 1 << 20);
+  if (rc < 0)
+    return rc;
+  rc = narcache_narinfo_new(&src->ni, w->o->store_dir);
+  if (rc == 0)
+    rc = narcache_narinfo_parse(src->ni, text, len);
+  narcache_free(text);
+  const char *url = rc == 0 ? narcache_narinfo_url(src->ni, NULL) : NULL;
+  if (rc == 0)
+    rc = narcache_store_open(&src->reader, w->src, NARCACHE_OBJECT_NAR, url + 4, strlen(url + 4));
+  if (rc == 0)
+    rc = narcache_store_read_all(&src->listing, &src->listing_len, w->src, NARCACHE_OBJECT_LISTING,
+                                 hash, 32, SIZE_MAX);
+  return rc;
+}
+
+static int source_unregistered(worker_ctx *w, const char *path, path_source *src) {
+  pthread_mutex_lock(&w->scan_lock);
+  int rc = 0;
+  if (!w->scan_loaded && scan_set_load(&w->scan, w->o->store_dir) < 0)
+    rc = NARCACHE_EIO;
+  w->scan_loaded = rc == 0;
+  pthread_mutex_unlock(&w->scan_lock);
   if (rc < 0) {
-    cli_error("%s: not a valid path in the Nix database (%s)", hash, narcache_strerror(rc));
+    cli_error("%s: cannot list: %s", w->o->store_dir, strerror(errno));
     return rc;
   }
-  narcache_narinfo *ni = NULL;
-  rc = narcache_narinfo_new(&ni, w->o->store_dir);
+  src->watch = calloc(1, sizeof *src->watch);
+  if (src->watch == NULL || ref_scan_init(&src->watch->scan, &w->scan) < 0)
+    return NARCACHE_ENOMEM;
+  rc = narcache_hasher_new(&src->watch->nar_hasher, NARCACHE_HASH_SHA256);
   if (rc == 0)
-    rc = narcache_narinfo_parse(ni, text, len);
-  narcache_free(text);
-  const char *path = rc == 0 ? narcache_narinfo_store_path(ni, NULL) : hash;
-  narcache_reader r = {0};
-  const char *url = rc == 0 ? narcache_narinfo_url(ni, NULL) : NULL;
+    rc = narcache_narinfo_new(&src->ni, w->o->store_dir);
+  if (rc == 0 && narcache_narinfo_set_store_path(src->ni, path, strlen(path)) < 0)
+    rc = NARCACHE_EINVAL;
   if (rc == 0)
-    rc = narcache_store_open(&r, w->src, NARCACHE_OBJECT_NAR, url + 4, strlen(url + 4));
+    rc = dumper_reader_open(&src->reader, path, &src->listing, &src->listing_len);
+  if (rc < 0)
+    cli_error("%s: %s", path, rc == NARCACHE_EIO ? "cannot read the tree" : narcache_strerror(rc));
+  return rc;
+}
+
+static void source_free(path_source *src) {
+  narcache_narinfo_free(src->ni);
+  narcache_reader_close(&src->reader);
+  narcache_free(src->listing);
+  if (src->watch != NULL) {
+    ref_scan_free(&src->watch->scan);
+    narcache_hasher_free(src->watch->nar_hasher);
+    free(src->watch);
+  }
+}
+
+/* An unregistered path's narinfo gets what the NAR pass found. */
+static int finish_unregistered(worker_ctx *w, path_source *src) {
+  narcache_hash h;
+  int rc = narcache_hasher_final(src->watch->nar_hasher, &h);
+  if (rc == 0)
+    rc = narcache_narinfo_set_nar_hash(src->ni, &h);
+  if (rc == 0)
+    rc = narcache_narinfo_set_nar_size(src->ni, src->reader.size);
+  if (rc == 0 && ref_scan_add_found(&src->watch->scan, src->ni) < 0)
+    rc = NARCACHE_ENOMEM;
+  for (size_t i = 0; rc == 0 && i < w->o->n_keys; i++)
+    rc = narcache_narinfo_sign(src->ni, w->keys[i]);
+  return rc;
+}
+
+/* Compress the NAR into a temporary file and upload it under its file
+ * hash, unless identical bytes are already there. */
+static int store_nar(worker_ctx *w, path_source *src, const char *path, char *nar_name, size_t size,
+                     narcache_hash *file_hash, uint64_t *file_size) {
   narcache_codec *codec = NULL;
-  if (rc == 0)
-    rc = narcache_codec_new_compressor(&codec, w->o->codec, w->o->level);
+  int rc = narcache_codec_new_compressor(&codec, w->o->codec, w->o->level);
   if (rc == 0 && w->o->codec == NARCACHE_CODEC_ZSTD)
-    rc = narcache_codec_set_pledged_size(codec, r.size);
+    rc = narcache_codec_set_pledged_size(codec, src->reader.size);
   FILE *tmp = rc == 0 ? tmpfile() : NULL;
   if (rc == 0 && tmp == NULL)
     rc = NARCACHE_EIO;
+  if (rc == 0)
+    rc = compress_to(tmp, &src->reader, codec, file_hash, file_size, src->watch);
+  narcache_codec_free(codec);
+  char digits[NARCACHE_HASH_STRING_MAX];
+  if (rc == 0)
+    rc = narcache_hash_format(digits, sizeof digits, NULL, file_hash, NARCACHE_HASH_NIX32, 0);
+  if (rc == 0)
+    snprintf(nar_name, size, "%s.nar%s", digits, narcache_codec_extension(w->o->codec));
+  if (rc == 0 && !exists(w->dst, NARCACHE_OBJECT_NAR, nar_name))
+    rc = upload_file(w->dst, NARCACHE_OBJECT_NAR, nar_name, tmp, *file_size, path);
+  else if (rc < 0)
+    cli_error("%s: NAR: %s", path, narcache_strerror(rc));
+  if (tmp != NULL)
+    fclose(tmp);
+  return rc;
+}
+
+/* One path: NAR, listing, then the narinfo that points at them. */
+static int copy_path(worker_ctx *w, const char *hash, const char *arg, uint64_t *in_bytes,
+                     uint64_t *out_bytes) {
+  path_source src;
+  memset(&src, 0, sizeof src);
+  src.reader.fd = -1;
+  int rc = w->src != NULL ? source_registered(w, hash, &src) : NARCACHE_ENOTFOUND;
+  if (rc == NARCACHE_ENOTFOUND && arg != NULL) {
+    source_free(&src);
+    memset(&src, 0, sizeof src);
+    src.reader.fd = -1;
+    rc = source_unregistered(w, arg, &src);
+  } else if (rc < 0) {
+    cli_error("%s: not a valid path in the Nix database (%s)", hash, narcache_strerror(rc));
+  }
+  const char *path = src.ni != NULL && narcache_narinfo_store_path(src.ni, NULL) != NULL
+                         ? narcache_narinfo_store_path(src.ni, NULL)
+                         : hash;
+  char nar_name[NARCACHE_HASH_STRING_MAX + 16] = "";
   narcache_hash file_hash;
   uint64_t file_size = 0;
   if (rc == 0)
-    rc = compress_to(tmp, &r, codec, &file_hash, &file_size);
-  *in_bytes = r.size;
+    rc = store_nar(w, &src, path, nar_name, sizeof nar_name, &file_hash, &file_size);
+  *in_bytes = src.reader.size;
   *out_bytes = file_size;
-  narcache_reader_close(&r);
-  narcache_codec_free(codec);
-  char nar_name[NARCACHE_HASH_STRING_MAX + 16] = "", digits[NARCACHE_HASH_STRING_MAX];
+  if (rc == 0 && src.watch != NULL)
+    rc = finish_unregistered(w, &src);
   if (rc == 0)
-    rc = narcache_hash_format(digits, sizeof digits, NULL, &file_hash, NARCACHE_HASH_NIX32, 0);
-  if (rc == 0)
-    snprintf(nar_name, sizeof nar_name, "%s.nar%s", digits, narcache_codec_extension(w->o->codec));
-  /* The same bytes may already be there (identical NARs share a file). */
-  if (rc == 0 && !exists(w->dst, NARCACHE_OBJECT_NAR, nar_name))
-    rc = upload_file(w->dst, NARCACHE_OBJECT_NAR, nar_name, tmp, file_size, path);
-  if (tmp != NULL)
-    fclose(tmp);
-  char *listing = NULL;
-  size_t listing_len = 0;
-  if (rc == 0)
-    rc = narcache_store_read_all(&listing, &listing_len, w->src, NARCACHE_OBJECT_LISTING, hash, 32,
-                                 SIZE_MAX);
-  if (rc == 0)
-    rc = upload_text(w->dst, NARCACHE_OBJECT_LISTING, hash, listing, listing_len, path);
-  narcache_free(listing);
+    rc = upload_text(w->dst, NARCACHE_OBJECT_LISTING, hash, src.listing, src.listing_len, path);
   char new_url[NARCACHE_HASH_STRING_MAX + 24];
   snprintf(new_url, sizeof new_url, "nar/%s", nar_name);
   const char *method = narcache_codec_name(w->o->codec);
-  if (rc == 0 && ((rc = narcache_narinfo_set_url(ni, new_url, strlen(new_url))) < 0 ||
-                  (rc = narcache_narinfo_set_compression(ni, method, strlen(method))) < 0 ||
-                  (rc = narcache_narinfo_set_file_hash(ni, &file_hash)) < 0 ||
-                  (rc = narcache_narinfo_set_file_size(ni, 1, file_size)) < 0))
-    cli_error("%s: %s", path, narcache_narinfo_errmsg(ni));
+  if (rc == 0 && ((rc = narcache_narinfo_set_url(src.ni, new_url, strlen(new_url))) < 0 ||
+                  (rc = narcache_narinfo_set_compression(src.ni, method, strlen(method))) < 0 ||
+                  (rc = narcache_narinfo_set_file_hash(src.ni, &file_hash)) < 0 ||
+                  (rc = narcache_narinfo_set_file_size(src.ni, 1, file_size)) < 0))
+    cli_error("%s: %s", path, narcache_narinfo_errmsg(src.ni));
   char *out = NULL;
   size_t out_len = 0;
   if (rc == 0)
-    rc = narcache_narinfo_format(&out, &out_len, ni);
+    rc = narcache_narinfo_format(&out, &out_len, src.ni);
   if (rc == 0)
     rc = upload_text(w->dst, NARCACHE_OBJECT_NARINFO, hash, out, out_len, path);
-  else if (rc != NARCACHE_EIO)
-    cli_error("%s: %s", path, narcache_strerror(rc));
   narcache_free(out);
-  narcache_narinfo_free(ni);
+  source_free(&src);
   return rc;
 }
 
@@ -252,7 +352,7 @@ static void *worker(void *arg) {
     const char *hash = q->hashes[i];
     int skip = exists(w->dst, NARCACHE_OBJECT_NARINFO, hash);
     uint64_t in = 0, out = 0;
-    int rc = skip ? 0 : copy_path(w, hash, &in, &out);
+    int rc = skip ? 0 : copy_path(w, hash, q->paths[i], &in, &out);
     pthread_mutex_lock(&q->lock);
     q->done++;
     q->skipped += skip;
@@ -276,18 +376,20 @@ static int hash_of_arg(const char *arg, const char *store_dir, char hash[33]) {
   return 0;
 }
 
-static int add_unique(job_queue *q, size_t *cap, const char *hash) {
+static int add_unique(job_queue *q, size_t *cap, const char *hash, const char *path) {
   for (size_t i = 0; i < q->count; i++)
     if (memcmp(q->hashes[i], hash, 32) == 0)
       return 0;
   if (q->count == *cap) {
     *cap = *cap ? *cap * 2 : 64;
     q->hashes = realloc(q->hashes, *cap * sizeof *q->hashes);
-    if (q->hashes == NULL)
+    q->paths = realloc(q->paths, *cap * sizeof *q->paths);
+    if (q->hashes == NULL || q->paths == NULL)
       return -1;
   }
   memcpy(q->hashes[q->count], hash, 32);
   q->hashes[q->count][32] = '\0';
+  q->paths[q->count] = path;
   q->count++;
   return 0;
 }
@@ -297,13 +399,15 @@ static int collect(job_queue *q, narcache_store *src, const cache_options *o) {
   size_t cap = 0;
   for (size_t i = 0; i < o->n_paths; i++) {
     char hash[33];
-    if (hash_of_arg(o->paths[i], o->store_dir, hash) < 0 || add_unique(q, &cap, hash) < 0)
+    if (hash_of_arg(o->paths[i], o->store_dir, hash) < 0 || add_unique(q, &cap, hash, o->paths[i]) < 0)
       return -1;
   }
-  for (size_t i = 0; o->closure && i < q->count; i++) {
+  for (size_t i = 0; src != NULL && o->closure && i < q->count; i++) {
     char *text = NULL;
     size_t len = 0;
     int rc = narcache_store_read_all(&text, &len, src, NARCACHE_OBJECT_NARINFO, q->hashes[i], 32, 1 << 20);
+    if (rc == NARCACHE_ENOTFOUND && q->paths[i] != NULL)
+      continue; /* unregistered: its references are found while copying */
     if (rc < 0) {
       cli_error("%s: not a valid path in the Nix database (%s)", q->hashes[i], narcache_strerror(rc));
       return -1;
@@ -313,7 +417,7 @@ static int collect(job_queue *q, narcache_store *src, const cache_options *o) {
     if (rc == 0)
       rc = narcache_narinfo_parse(ni, text, len);
     for (size_t k = 0; rc == 0 && k < narcache_narinfo_reference_count(ni); k++)
-      if (add_unique(q, &cap, narcache_narinfo_reference(ni, k, NULL)) < 0)
+      if (add_unique(q, &cap, narcache_narinfo_reference(ni, k, NULL), NULL) < 0)
         rc = NARCACHE_ENOMEM;
     narcache_narinfo_free(ni);
     narcache_free(text);
@@ -414,7 +518,9 @@ static int cache_add(int argc, char **argv) {
   so.keys = (const narcache_key *const *)keys;
   so.n_keys = o.n_keys;
   int rc = narcache_store_nixstore_new(&src, &so);
-  if (rc < 0) {
+  if (rc == NARCACHE_ENOTFOUND && o.db == NULL) {
+    src = NULL; /* no Nix database here: every path is scanned */
+  } else if (rc < 0) {
     cli_error("cannot open the Nix database: %s", narcache_strerror(rc));
     goto out;
   }
@@ -424,7 +530,7 @@ static int cache_add(int argc, char **argv) {
   clock_gettime(CLOCK_MONOTONIC, &q.start);
   int n = o.jobs < (int)q.count ? o.jobs : (int)q.count;
   pthread_t threads[256];
-  worker_ctx w = {&q, src, dst, &o};
+  worker_ctx w = {&q, src, dst, &o, keys, PTHREAD_MUTEX_INITIALIZER, 0, {NULL, 0}};
   int started = 0;
   for (; started < n; started++)
     if (pthread_create(&threads[started], NULL, worker, &w) != 0)
@@ -434,9 +540,11 @@ static int cache_add(int argc, char **argv) {
   for (int t = 0; t < started; t++)
     pthread_join(threads[t], NULL);
   show_progress(&q, 1);
+  scan_set_free(&w.scan);
   status = q.failed > 0 ? 1 : 0;
 out:
   free(q.hashes);
+  free(q.paths);
   narcache_store_free(src);
   narcache_store_free(dst);
   for (size_t i = 0; i < o.n_keys; i++)
