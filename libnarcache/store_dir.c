@@ -7,6 +7,7 @@
 #include "narcache/narinfo.h"
 #include "narcache/store.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -251,6 +252,33 @@ static void dir_destroy(void *ctx) {
   narcache__free(s);
 }
 
+/* Temporary files older than this are left over from a crash: no upload
+ * takes a day between its first byte and its rename. */
+#define STALE_TEMP_SECONDS (24 * 60 * 60)
+
+/* Remove stale ".tmp-*" files from one directory of the cache. */
+static void remove_stale_temps(int root_fd, const char *sub) {
+  int fd = sub == NULL ? dup(root_fd)
+                       : openat(root_fd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return;
+  DIR *d = fdopendir(fd);
+  if (d == NULL) {
+    close(fd);
+    return;
+  }
+  time_t now = time(NULL);
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    struct stat st;
+    if (strncmp(e->d_name, ".tmp-", 5) == 0 &&
+        fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+        now - st.st_mtime > STALE_TEMP_SECONDS)
+      unlinkat(dirfd(d), e->d_name, 0);
+  }
+  closedir(d);
+}
+
 int narcache_store_dir_new(narcache_store **out, const char *path, unsigned flags) {
   if (out == NULL)
     return NARCACHE_EINVAL;
@@ -275,6 +303,9 @@ int narcache_store_dir_new(narcache_store **out, const char *path, unsigned flag
       .destroy = dir_destroy,
   };
   if (flags & NARCACHE_STORE_DIR_WRITABLE) {
+    remove_stale_temps(fd, NULL);
+    remove_stale_temps(fd, "nar");
+    remove_stale_temps(fd, "log");
     m.upload_begin = dir_upload_begin;
     m.upload_write = dir_upload_write;
     m.upload_commit = dir_upload_commit;

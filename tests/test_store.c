@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -306,6 +308,21 @@ static void test_dir_uploads(void **state) {
   assert_int_equal(hidden_files(dir, "log"), 0);
   assert_int_equal(hidden_files(dir, "nar"), 0);
   assert_int_equal(hidden_files(dir, ""), 0);
+  narcache_store_free(s);
+
+  /* temporaries a crash left behind: a day-old one goes when a writable
+   * store is opened, a fresh one (maybe another writer's) stays */
+  write_file(dir, "nar/.tmp-old", "x");
+  write_file(dir, "nar/.tmp-new", "x");
+  char old_path[600];
+  snprintf(old_path, sizeof old_path, "%s/nar/.tmp-old", dir);
+  struct timespec two_days_ago[2] = {{time(NULL) - 2 * 86400, 0}, {time(NULL) - 2 * 86400, 0}};
+  assert_int_equal(utimensat(AT_FDCWD, old_path, two_days_ago, 0), 0);
+  assert_int_equal(narcache_store_dir_new(&s, dir, NARCACHE_STORE_DIR_WRITABLE), 0);
+  assert_int_equal(hidden_files(dir, "nar"), 1);
+  assert_int_equal(access(old_path, F_OK), -1);
+  snprintf(old_path, sizeof old_path, "%s/nar/.tmp-new", dir);
+  assert_int_equal(unlink(old_path), 0);
   narcache_store_free(s);
 
   /* read-only stores take no uploads */

@@ -198,7 +198,9 @@ NARCACHE_API void narcache_upload_free(narcache_upload *up);
  *  Uploads (with NARCACHE_STORE_DIR_WRITABLE) are written to a temporary
  *  file in the target directory, fsynced, renamed into place, and the
  *  directory fsynced; a narinfo is accepted only when the NAR its URL
- *  names is already present.
+ *  names is already present. A crash can leave hidden ".tmp-*" files
+ *  (never an object name); a writable store removes those older than a
+ *  day when it is created.
  *  @return 0; NARCACHE_ENOTFOUND (no such directory); NARCACHE_EIO;
  *          NARCACHE_ENOMEM; NARCACHE_EINVAL. */
 NARCACHE_API NARCACHE_NODISCARD int narcache_store_dir_new(narcache_store **out, const char *path,
