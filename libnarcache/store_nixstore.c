@@ -3,11 +3,16 @@
  * narinfo signed on the fly. */
 #define _GNU_SOURCE
 #include "common_internal.h"
+#include "narcache/compress.h"
 #include "narcache/nar.h"
 #include "narcache/narinfo.h"
 #include "narcache/store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,6 +32,8 @@ typedef struct nixstore {
   const narcache_key **keys;
   size_t n_keys;
   int32_t priority;
+  int codec; /* NARCACHE_CODEC_NONE or _ZSTD */
+  int level;
 } nixstore;
 
 /* ------------------------------------------------------------------ */
@@ -148,13 +155,14 @@ static int query_path(nixstore *s, const char *hash, narcache_narinfo *ni) {
 /* Objects                                                             */
 /* ------------------------------------------------------------------ */
 
-static int nar_name(char *out, size_t size, const char *hash, const narcache_narinfo *ni) {
+static int nar_name(char *out, size_t size, const char *hash, const narcache_narinfo *ni,
+                    int codec) {
   narcache_hash h;
   char digits[NARCACHE_HASH_STRING_MAX];
   if (narcache_narinfo_nar_hash(ni, &h) < 0 ||
       narcache_hash_format(digits, sizeof digits, NULL, &h, NARCACHE_HASH_NIX32, 0) < 0)
     return NARCACHE_EIO;
-  int n = snprintf(out, size, "%.32s-%.52s.nar", hash, digits);
+  int n = snprintf(out, size, "%.32s-%.52s.nar%s", hash, digits, narcache_codec_extension(codec));
   return n > 0 && (size_t)n < size ? NARCACHE_OK : NARCACHE_EIO;
 }
 
@@ -165,13 +173,14 @@ static int open_narinfo(nixstore *s, const char *hash, narcache_reader *out) {
     rc = query_path(s, hash, ni);
   char url[160] = "nar/";
   if (rc == 0)
-    rc = nar_name(url + 4, sizeof url - 4, hash, ni);
+    rc = nar_name(url + 4, sizeof url - 4, hash, ni, s->codec);
   if (rc == 0)
     rc = narcache_narinfo_set_url(ni, url, strlen(url));
+  const char *method = narcache_codec_name(s->codec);
   if (rc == 0)
-    rc = narcache_narinfo_set_compression(ni, "none", 4);
+    rc = narcache_narinfo_set_compression(ni, method, strlen(method));
   narcache_hash h;
-  if (rc == 0 && narcache_narinfo_nar_hash(ni, &h) == 0) {
+  if (rc == 0 && s->codec == NARCACHE_CODEC_NONE && narcache_narinfo_nar_hash(ni, &h) == 0) {
     /* Uncompressed: the file is the NAR (as `nix copy` writes with
      * compression=none). */
     narcache_narinfo_set_file_hash(ni, &h);
@@ -246,9 +255,70 @@ static int open_dumper(nixstore *s, const char *hash, narcache_narinfo **ni_out,
   return NARCACHE_OK;
 }
 
+/* Compress the whole NAR into an unlinked temporary file: a response
+ * needs the size before the first byte. */
+static int compress_to_tmpfile(nixstore *s, narcache_nar_dumper *d, narcache_reader *out) {
+  const char *dir = getenv("TMPDIR");
+  int fd = open(dir != NULL && dir[0] != '\0' ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return errno == EMFILE || errno == ENFILE || errno == ENOSPC ? NARCACHE_EUNAVAIL : NARCACHE_EIO;
+  narcache_codec *c = NULL;
+  int rc = narcache_codec_new_compressor(&c, NARCACHE_CODEC_ZSTD, s->level);
+  if (rc == 0)
+    rc = narcache_codec_set_pledged_size(c, narcache_nar_dumper_size(d));
+  enum { CHUNK = 256 * 1024 };
+  char *in_buf = narcache__malloc(CHUNK), *out_buf = narcache__malloc(CHUNK);
+  if (rc == 0 && (in_buf == NULL || out_buf == NULL))
+    rc = NARCACHE_ENOMEM;
+  uint64_t written = 0;
+  int more_nar = 1;
+  while (rc == 0) {
+    narcache_outbuf nar = {in_buf, CHUNK, 0};
+    if (more_nar && (more_nar = narcache_nar_dumper_read(d, &nar)) < 0)
+      rc = NARCACHE_EIO;
+    narcache_inbuf in = {in_buf, nar.pos, 0};
+    int flush = more_nar ? NARCACHE_FLUSH_NONE : NARCACHE_FLUSH_END;
+    int left = 0;
+    do {
+      narcache_outbuf z = {out_buf, CHUNK, 0};
+      left = rc == 0 ? narcache_codec_process(c, &z, &in, flush) : rc;
+      if (left < 0) {
+        rc = left;
+        break;
+      }
+      for (size_t off = 0; off < z.pos;) {
+        ssize_t n = write(fd, out_buf + off, z.pos - off);
+        if (n < 0 && errno == EINTR)
+          continue;
+        if (n < 0) {
+          rc = errno == ENOSPC ? NARCACHE_EUNAVAIL : NARCACHE_EIO;
+          break;
+        }
+        off += (size_t)n;
+      }
+      written += z.pos;
+    } while (rc == 0 && (in.pos < in.size || (flush == NARCACHE_FLUSH_END && left > 0)));
+    if (!more_nar)
+      break;
+  }
+  narcache__free(in_buf);
+  narcache__free(out_buf);
+  narcache_codec_free(c);
+  if (rc < 0) {
+    close(fd);
+    return rc;
+  }
+  narcache_reader_init_fd(out, fd, 0, written);
+  return NARCACHE_OK;
+}
+
 static int open_nar(nixstore *s, const char *name, size_t len, narcache_reader *out) {
-  /* "<hash part>-<nix32 NarHash>.nar" */
-  if (len != 32 + 1 + NIX32_SHA256 + 4 || name[32] != '-' || memcmp(name + len - 4, ".nar", 4) != 0)
+  /* "<hash part>-<nix32 NarHash>.nar" or the same + ".zst" */
+  size_t plain = 32 + 1 + NIX32_SHA256 + 4;
+  int codec = len == plain ? NARCACHE_CODEC_NONE : NARCACHE_CODEC_ZSTD;
+  if ((len != plain && len != plain + 4) || name[32] != '-' ||
+      memcmp(name + plain - 4, codec == NARCACHE_CODEC_NONE ? ".nar" : ".nar.zst",
+             codec == NARCACHE_CODEC_NONE ? 4 : 8) != 0)
     return NARCACHE_ENOTFOUND;
   narcache_narinfo *ni = NULL;
   narcache_nar_dumper *d = NULL;
@@ -256,10 +326,15 @@ static int open_nar(nixstore *s, const char *name, size_t len, narcache_reader *
   if (rc < 0)
     return rc;
   char want[160];
-  rc = nar_name(want, sizeof want, name, ni);
+  rc = nar_name(want, sizeof want, name, ni, codec);
   narcache_narinfo_free(ni);
-  if (rc == 0 && memcmp(want, name, len) != 0)
+  if (rc == 0 && (strlen(want) != len || memcmp(want, name, len) != 0))
     rc = NARCACHE_ENOTFOUND; /* the path was rebuilt with other contents */
+  if (rc == 0 && codec == NARCACHE_CODEC_ZSTD) {
+    rc = compress_to_tmpfile(s, d, out);
+    narcache_nar_dumper_free(d);
+    return rc;
+  }
   nar_reader *r = rc == 0 ? narcache__calloc(1, sizeof *r) : NULL;
   if (rc == 0 && r == NULL)
     rc = NARCACHE_ENOMEM;
@@ -367,6 +442,10 @@ int narcache_store_nixstore_new(narcache_store **out, const narcache_nixstore_op
   for (size_t i = 0; i < o->n_keys; i++)
     if (!narcache_key_is_secret(o->keys[i]))
       return NARCACHE_EINVAL;
+  if ((o->compression != 0 && o->compression != NARCACHE_CODEC_NONE &&
+       o->compression != NARCACHE_CODEC_ZSTD) ||
+      o->level < narcache_codec_min_level() || o->level > narcache_codec_max_level())
+    return NARCACHE_EINVAL;
   const char *dir = o->store_dir != NULL ? o->store_dir : NARCACHE_STORE_DIR;
   size_t dir_len = strlen(dir);
   if (dir_len < 2 || dir[0] != '/' || dir[dir_len - 1] == '/' || dir_len > 400)
@@ -376,6 +455,8 @@ int narcache_store_nixstore_new(narcache_store **out, const narcache_nixstore_op
     return NARCACHE_ENOMEM;
   pthread_mutex_init(&s->lock, NULL);
   s->priority = o->priority != 0 ? o->priority : DEFAULT_PRIORITY;
+  s->codec = o->compression != 0 ? o->compression : NARCACHE_CODEC_NONE;
+  s->level = o->level;
   s->store_dir = narcache__malloc(dir_len + 1);
   s->keys = o->n_keys > 0 ? narcache__calloc(o->n_keys, sizeof *s->keys) : NULL;
   int rc = s->store_dir == NULL || (o->n_keys > 0 && s->keys == NULL) ? NARCACHE_ENOMEM : 0;

@@ -103,6 +103,39 @@ static char *read_object(narcache_store *s, int kind, const char *name, size_t *
   return buf;
 }
 
+/* The zstd flavour: the narinfo says zstd, and the NAR decompresses to the
+ * bytes Nix wrote. */
+static void compare_zstd(narcache_store *z, const char *hash, const char *nix_nar, size_t nix_len) {
+  char *text = NULL;
+  size_t len = 0;
+  int rc = narcache_store_read_all(&text, &len, z, NARCACHE_OBJECT_NARINFO, hash, 32, 1 << 20);
+  CHECK(rc == 0, "%s: zstd narinfo: %s", hash, narcache_errname(rc));
+  if (rc != 0)
+    return;
+  narcache_narinfo *ni = parse(text, len);
+  narcache_free(text);
+  CHECK(strcmp(narcache_narinfo_compression(ni, NULL), "zstd") == 0, "%s: Compression", hash);
+  const char *url = narcache_narinfo_url(ni, NULL);
+  CHECK(strlen(url) > 8 && strcmp(url + strlen(url) - 8, ".nar.zst") == 0, "%s: URL %s", hash, url);
+  size_t zlen = 0;
+  char *zdata = read_object(z, NARCACHE_OBJECT_NAR, url + 4, &zlen);
+  narcache_codec *c = NULL;
+  CHECK(narcache_codec_new_decompressor(&c, NARCACHE_CODEC_ZSTD) == 0, "decompressor");
+  char *plain = malloc(nix_len + 1);
+  narcache_inbuf in = {zdata, zlen, 0};
+  narcache_outbuf out = {plain, nix_len + 1, 0};
+  while (zdata != NULL && in.pos < in.size && narcache_codec_process(c, &out, &in, 0) >= 0 && out.pos < out.size)
+    ;
+  CHECK(narcache_codec_end(c) == 0 && out.pos == nix_len && memcmp(plain, nix_nar, nix_len) == 0,
+        "%s: zstd NAR does not decompress to Nix's NAR", hash);
+  narcache_codec_free(c);
+  free(plain);
+  free(zdata);
+  narcache_narinfo_free(ni);
+}
+
+static narcache_store *zstd_store;
+
 static int compare(narcache_store *s, const narcache_key *pub, const char *cache, const char *hash) {
   char path[4096];
   size_t nix_len = 0, ours_len = 0;
@@ -130,6 +163,8 @@ static int compare(narcache_store *s, const narcache_key *pub, const char *cache
   char *nix_nar = slurp(path, &nix_nar_len);
   CHECK(nar && nix_nar && nar_len == nix_nar_len && memcmp(nar, nix_nar, nar_len) == 0,
         "%s: NAR differs from Nix's %s", hash, nix_url);
+  if (nix_nar != NULL)
+    compare_zstd(zstd_store, hash, nix_nar, nix_nar_len);
   /* and the listing */
   size_t ls_len = 0, nix_ls_len = 0;
   char *ls = read_object(s, NARCACHE_OBJECT_LISTING, hash, &ls_len);
@@ -211,9 +246,14 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (strcmp(argv[1], "compare") == 0) {
+    o.compression = NARCACHE_CODEC_ZSTD;
+    o.level = 1;
+    if (narcache_store_nixstore_new(&zstd_store, &o) != 0)
+      return 1;
     for (int i = 3; i < argc; i++)
       compare(s, pk, argv[2], argv[i]);
     absent_objects(s, argv[3]);
+    narcache_store_free(zstd_store);
   } else {
     hammer(s, atof(argv[2]), argv + 3, argc - 3);
   }

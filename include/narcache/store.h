@@ -224,17 +224,25 @@ typedef struct narcache_nixstore_options {
   const narcache_key *const *keys;
   size_t n_keys;
   int32_t priority; /* nix-cache-info Priority; 0 means 30 */
+  /* How narinfo points at NARs: NARCACHE_CODEC_NONE (0 means none) or
+   * NARCACHE_CODEC_ZSTD at `level` (0: default). A zstd NAR is compressed
+   * completely into an unlinked temporary file (in $TMPDIR or /tmp) when
+   * opened, since its size must be known before its first byte. */
+  int compression;
+  int level;
 } narcache_nixstore_options;
 
 /** Serve a local Nix store, as nix-serve and harmonia do. Metadata comes
  *  from Nix's SQLite database, opened read-only (a WAL reader never blocks
  *  Nix's writers; each lookup is one short read transaction). Objects:
  *   - narinfo: made from the database row (StorePath, NarHash, NarSize,
- *     References, Deriver, CA, Sig), `Compression: none`, URL
- *     "nar/<hash part>-<nix32 NarHash>.nar", signed with the keys;
- *   - nar/<hash part>-<nix32 NarHash>.nar: the NAR dumped on the fly; a
- *     path whose registered NarHash differs from the name is absent, and a
- *     tree that no longer has its registered NarSize is an I/O error;
+ *     References, Deriver, CA, Sig), URL "nar/<hash part>-<nix32
+ *     NarHash>.nar[.zst]" and Compression per the options, signed with
+ *     the keys;
+ *   - nar/<hash part>-<nix32 NarHash>.nar (and .nar.zst): the NAR dumped
+ *     on the fly; a path whose registered NarHash differs from the name is
+ *     absent, and a tree that no longer has its registered NarSize is an
+ *     I/O error;
  *   - <hash>.ls: the listing of the path, with narOffset;
  *   - nix-cache-info: StoreDir, WantMassQuery 1, Priority.
  *  Paths not registered as valid are absent. Uploads are not supported.
