@@ -22,6 +22,14 @@ struct narcache_codec {
   int frame_open;     /* compressor: bytes given since the last frame end */
   int at_frame_end;   /* decompressor: last call ended on a frame boundary */
   int frames_seen;    /* decompressor: completed frames */
+  /* Decompressor: each frame header is read and checked here before zstd
+   * sees it (window size, legacy formats, declared content size), since
+   * zstd's one-pass path would skip some of those checks. */
+  int header_checked;           /* the current frame's header passed */
+  uint8_t header[ZSTD_FRAMEHEADERSIZE_MAX];
+  size_t header_len;            /* bytes of a header split across calls */
+  unsigned long long frame_size; /* declared content size or ZSTD_CONTENTSIZE_UNKNOWN */
+  uint64_t frame_out;           /* output of the current frame so far */
   uint64_t max_output;
   uint64_t total_in, total_out;
   char errmsg[160];
@@ -158,10 +166,12 @@ int narcache_codec_set_max_output(narcache_codec *c, uint64_t max) {
 int narcache_codec_set_window_log_max(narcache_codec *c, int log) {
   if (c == NULL || log < ZSTD_WINDOWLOG_MIN || log > ZSTD_WINDOWLOG_MAX)
     return NARCACHE_EINVAL;
-  if (c->compress)
+  if (c->compress || c->header_checked || c->header_len > 0)
+    return NARCACHE_EMISUSE; /* only between frames */
+  if (c->dctx != NULL && ZSTD_isError(ZSTD_DCtx_setParameter(c->dctx, ZSTD_d_windowLogMax, log)))
     return NARCACHE_EMISUSE;
   c->window_log_max = log;
-  return c->dctx != NULL ? setup_dctx(c) : NARCACHE_OK;
+  return NARCACHE_OK;
 }
 
 /* Identity codec: copy what fits; the output limit still applies. */
@@ -204,11 +214,110 @@ static int process_compress(narcache_codec *c, narcache_outbuf *out, narcache_in
   return left > (size_t)INT32_MAX ? INT32_MAX : (int)left;
 }
 
+/* A frame ended: its output must be what its header declared. */
+static int frame_ended(narcache_codec *c) {
+  if (c->frame_size != ZSTD_CONTENTSIZE_UNKNOWN && c->frame_out != c->frame_size)
+    return fail(c, NARCACHE_ECOMPRESS,
+                "zstd: frame declares %llu bytes but holds %llu (ends at input byte %llu)",
+                c->frame_size, (unsigned long long)c->frame_out, (unsigned long long)c->total_in);
+  c->at_frame_end = 1;
+  c->frames_seen++;
+  c->header_checked = 0;
+  return NARCACHE_OK;
+}
+
+/* Bytes of the frame header starting at `src` (len >= 5 or enough to
+ * tell), 0 if more bytes are needed to know, or a zstd error code. */
+static size_t header_size(const uint8_t *src, size_t len) {
+  if (len < ZSTD_FRAMEHEADERSIZE_PREFIX(ZSTD_f_zstd1))
+    return 0;
+  uint32_t magic = (uint32_t)src[0] | (uint32_t)src[1] << 8 | (uint32_t)src[2] << 16 |
+                   (uint32_t)src[3] << 24;
+  if ((magic & ZSTD_MAGIC_SKIPPABLE_MASK) == ZSTD_MAGIC_SKIPPABLE_START)
+    return ZSTD_SKIPPABLEHEADERSIZE;
+  return ZSTD_frameHeaderSize(src, len);
+}
+
+/* Check a complete frame header (zstd format only: legacy frames would
+ * bypass the limits) and start counting the frame's output. */
+static int accept_header(narcache_codec *c, const uint8_t *src, size_t len) {
+  ZSTD_frameHeader fh;
+  size_t r = ZSTD_getFrameHeader(&fh, src, len);
+  if (ZSTD_isError(r) || r != 0)
+    return fail(c, NARCACHE_ECOMPRESS, "zstd: not a zstd frame at input byte %llu",
+                (unsigned long long)(c->total_in - c->header_len));
+  if (fh.frameType == ZSTD_frame && fh.windowSize > (1ULL << c->window_log_max))
+    return fail(c, NARCACHE_ELIMIT,
+                "zstd: frame window of %llu bytes exceeds the limit of 2^%d (input byte %llu)",
+                (unsigned long long)fh.windowSize, c->window_log_max,
+                (unsigned long long)(c->total_in - c->header_len));
+  c->frame_size = fh.frameType == ZSTD_frame ? fh.frameContentSize : 0;
+  c->frame_out = 0;
+  c->header_checked = 1;
+  c->at_frame_end = 0;
+  return NARCACHE_OK;
+}
+
+/* At a frame start: check the header, from the caller's input when it is
+ * all there, else gathered across calls into c->header and then handed to
+ * zstd. Returns 0 when decoding can go on, 1 when more input is needed. */
+static int read_frame_header(narcache_codec *c, narcache_outbuf *out, narcache_inbuf *in) {
+  const uint8_t *src = (const uint8_t *)in->data + in->pos;
+  size_t avail = in->size - in->pos;
+  if (c->header_len == 0) {
+    size_t need = header_size(src, avail);
+    if (ZSTD_isError(need))
+      return fail(c, NARCACHE_ECOMPRESS, "zstd: not a zstd frame at input byte %llu",
+                  (unsigned long long)c->total_in);
+    if (need != 0 && need <= avail)
+      return accept_header(c, src, need);
+  }
+  /* Gather just the header's bytes. */
+  for (;;) {
+    size_t need = header_size(c->header, c->header_len);
+    if (ZSTD_isError(need))
+      return fail(c, NARCACHE_ECOMPRESS, "zstd: not a zstd frame at input byte %llu",
+                  (unsigned long long)(c->total_in - c->header_len));
+    size_t want = need != 0 ? need : ZSTD_FRAMEHEADERSIZE_PREFIX(ZSTD_f_zstd1);
+    if (c->header_len >= want && need != 0)
+      break;
+    if (avail == 0)
+      return 1;
+    size_t take = want - c->header_len < avail ? want - c->header_len : avail;
+    memcpy(c->header + c->header_len, src, take);
+    c->header_len += take;
+    src += take;
+    avail -= take;
+    in->pos += take;
+    c->total_in += take;
+    c->at_frame_end = 0;
+  }
+  int rc = accept_header(c, c->header, c->header_len);
+  if (rc < 0)
+    return rc;
+  /* zstd takes a bare header without producing output. */
+  ZSTD_inBuffer hin = {c->header, c->header_len, 0};
+  ZSTD_outBuffer hout = {out->data, out->pos, out->pos};
+  size_t hint = ZSTD_decompressStream(c->dctx, &hout, &hin);
+  if (ZSTD_isError(hint) || hin.pos != hin.size)
+    return fail(c, NARCACHE_ECOMPRESS, "zstd: frame header refused at input byte %llu",
+                (unsigned long long)(c->total_in - c->header_len));
+  c->header_len = 0;
+  return hint == 0 ? frame_ended(c) : NARCACHE_OK; /* an empty skippable frame */
+}
+
 static int process_decompress(narcache_codec *c, narcache_outbuf *out, narcache_inbuf *in) {
+  if (!c->header_checked) {
+    int rc = read_frame_header(c, out, in);
+    if (rc < 0)
+      return rc;
+    if (rc > 0 || !c->header_checked)
+      return c->at_frame_end && c->header_len == 0 ? 0 : 1;
+  }
   /* Never let zstd write past the output limit: give it at most one byte
    * beyond, so that crossing the limit is detected rather than hidden. */
   size_t room = out->size - out->pos;
-  uint64_t allowed = c->max_output - c->total_out;
+  uint64_t allowed = c->max_output > c->total_out ? c->max_output - c->total_out : 0;
   size_t size = out->size;
   if (allowed < UINT64_MAX && room > allowed + 1)
     size = out->pos + (size_t)allowed + 1;
@@ -228,19 +337,17 @@ static int process_decompress(narcache_codec *c, narcache_outbuf *out, narcache_
                 (unsigned long long)in_before, (unsigned long long)c->total_in);
   }
   if (produced > allowed)
-    return fail(c, NARCACHE_ELIMIT, "decompressed data exceeds the limit of %llu bytes",
-                (unsigned long long)c->max_output);
+    return fail(c, NARCACHE_ELIMIT,
+                "decompressed data exceeds the limit of %llu bytes (input byte %llu)",
+                (unsigned long long)c->max_output, (unsigned long long)c->total_in);
   out->pos = zout.pos;
   c->total_out += produced;
-  /* A call without progress says nothing new: after a frame's end zstd
-   * asks for the next frame's header, which is not a truncation. */
-  if (produced > 0 || consumed > 0) {
-    c->at_frame_end = hint == 0;
-    c->frames_seen += hint == 0;
+  c->frame_out += produced;
+  if (hint == 0 && (produced > 0 || consumed > 0)) { /* a frame ended */
+    int rc = frame_ended(c);
+    return rc < 0 ? rc : 0;
   }
-  if (c->at_frame_end && produced == 0)
-    return 0;
-  return hint == 0 ? 0 : hint > (size_t)INT32_MAX ? INT32_MAX : (int)hint;
+  return hint == 0 ? (c->at_frame_end ? 0 : 1) : hint > (size_t)INT32_MAX ? INT32_MAX : (int)hint;
 }
 
 int narcache_codec_process(narcache_codec *c, narcache_outbuf *out, narcache_inbuf *in,
@@ -281,6 +388,9 @@ int narcache_codec_reset(narcache_codec *c) {
   c->frame_open = 0;
   c->at_frame_end = 1;
   c->frames_seen = 0;
+  c->header_checked = 0;
+  c->header_len = 0;
+  c->frame_out = 0;
   c->total_in = c->total_out = 0;
   if (c->cctx != NULL && ZSTD_isError(ZSTD_CCtx_reset(c->cctx, ZSTD_reset_session_only)))
     return fail(c, NARCACHE_ECOMPRESS, "zstd: cannot reset");

@@ -374,6 +374,73 @@ static void test_state_rules(void **state) {
   free(data.data);
 }
 
+/* Frame headers are checked by us, so zstd's one-pass path cannot skip
+ * the limits: window size, legacy formats, declared sizes (found by the
+ * zstd_decompress fuzzer). */
+static void test_frame_header_rules(void **state) {
+  (void)state;
+  blob data = sample_data(2000, 6);
+  /* pledged size: a single-segment frame whose window is its 2000 bytes */
+  narcache_codec *c = NULL;
+  assert_int_equal(narcache_codec_new_compressor(&c, NARCACHE_CODEC_ZSTD, 3), 0);
+  assert_int_equal(narcache_codec_set_pledged_size(c, data.len), 0);
+  blob z = {NULL, 0, 0};
+  assert_int_equal(run_codec(c, &data, data.len, 65536, &z, 1), 0);
+  narcache_codec_free(c);
+  static const size_t chunks[] = {1, 7, 1 << 20};
+  for (size_t i = 0; i < 3; i++) {
+    assert_int_equal(narcache_codec_new_decompressor(&c, NARCACHE_CODEC_ZSTD), 0);
+    assert_int_equal(narcache_codec_set_window_log_max(c, 10), 0);
+    blob back = {NULL, 0, 0};
+    assert_int_equal(run_codec(c, &z, chunks[i], 1 << 20, &back, 0), NARCACHE_ELIMIT);
+    assert_non_null(strstr(narcache_codec_errmsg(c), "window"));
+    narcache_codec_free(c);
+    free(back.data);
+  }
+  /* a legacy (v0.7) magic is not accepted, whole or byte by byte */
+  uint8_t legacy[16] = {0x27, 0xB5, 0x2F, 0xFD, 0x00, 0x11, 0x22};
+  blob old = {legacy, sizeof legacy, sizeof legacy};
+  for (size_t i = 0; i < 3; i++) {
+    blob back = {NULL, 0, 0};
+    assert_int_equal(decompress_with(NARCACHE_CODEC_ZSTD, &old, chunks[i], 64, &back, UINT64_MAX),
+                     NARCACHE_ECOMPRESS);
+    free(back.data);
+  }
+  /* a header declaring more bytes than the frame holds */
+  blob lying = {malloc(z.len), z.len, z.len};
+  memcpy(lying.data, z.data, z.len);
+  /* frame header descriptor byte 4: content size follows the window/dict
+   * fields; in a single-segment frame with 2000 bytes it is 2 bytes at
+   * offset 5 (value - 256) */
+  assert_int_equal(lying.data[4] & 0x20, 0x20); /* single segment */
+  assert_int_equal(lying.data[4] >> 6, 1);      /* 2-byte content size */
+  lying.data[5] ^= 1;
+  for (size_t i = 0; i < 3; i++) {
+    blob back = {NULL, 0, 0};
+    int rc = decompress_with(NARCACHE_CODEC_ZSTD, &lying, chunks[i], 1 << 20, &back, UINT64_MAX);
+    assert_true(rc == NARCACHE_ECOMPRESS || rc == NARCACHE_ELIMIT);
+    free(back.data);
+  }
+  free(lying.data);
+  /* the window limit changes only between frames */
+  assert_int_equal(narcache_codec_new_decompressor(&c, NARCACHE_CODEC_ZSTD), 0);
+  uint8_t out[64];
+  narcache_inbuf in = {z.data, 10, 0};
+  narcache_outbuf ob = {out, sizeof out, 0};
+  assert_true(narcache_codec_process(c, &ob, &in, 0) >= 0);
+  assert_int_equal(narcache_codec_set_window_log_max(c, 20), NARCACHE_EMISUSE);
+  assert_string_equal(narcache_codec_errmsg(c), ""); /* not an error of the stream */
+  /* lowering the output limit below what came out stops the stream */
+  blob rest = {z.data + 10, z.len - 10, z.len - 10};
+  blob back = {NULL, 0, 0};
+  assert_int_equal(narcache_codec_set_max_output(c, 5), 0);
+  assert_int_equal(run_codec(c, &rest, 100, 100, &back, 0), NARCACHE_ELIMIT);
+  narcache_codec_free(c);
+  free(back.data);
+  free(z.data);
+  free(data.data);
+}
+
 typedef struct counting {
   size_t calls;
 } counting;
@@ -420,6 +487,7 @@ int main(void) {
       cmocka_unit_test(test_truncated_and_corrupt),
       cmocka_unit_test(test_output_limit),
       cmocka_unit_test(test_state_rules),
+      cmocka_unit_test(test_frame_header_rules),
       cmocka_unit_test(test_allocator_reaches_zstd),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

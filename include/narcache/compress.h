@@ -57,7 +57,10 @@ NARCACHE_API const char *narcache_codec_extension(int type);
 NARCACHE_API NARCACHE_NODISCARD int narcache_codec_new_compressor(narcache_codec **out,
                                                                   int type, int level);
 
-/** Create a decompressor. It accepts one or more concatenated frames.
+/** Create a decompressor. It accepts one or more concatenated frames
+ *  (and skippable frames). Every frame header is checked before decoding:
+ *  zstd's pre-1.0 "legacy" formats are refused, as are windows over the
+ *  limit and frames whose output differs from their declared size.
  *  @return 0; NARCACHE_EINVAL; NARCACHE_ENOMEM. */
 NARCACHE_API NARCACHE_NODISCARD int narcache_codec_new_decompressor(narcache_codec **out,
                                                                     int type);
