@@ -262,8 +262,9 @@ static int accept_header(narcache_codec *c, const uint8_t *src, size_t len) {
  * all there, else gathered across calls into c->header and then handed to
  * zstd. Returns 0 when decoding can go on, 1 when more input is needed. */
 static int read_frame_header(narcache_codec *c, narcache_outbuf *out, narcache_inbuf *in) {
-  const uint8_t *src = (const uint8_t *)in->data + in->pos;
   size_t avail = in->size - in->pos;
+  /* (an empty input may come with a NULL pointer) */
+  const uint8_t *src = avail > 0 ? (const uint8_t *)in->data + in->pos : c->header;
   if (c->header_len == 0) {
     size_t need = header_size(src, avail);
     if (ZSTD_isError(need))
