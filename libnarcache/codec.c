@@ -258,21 +258,16 @@ static int accept_header(narcache_codec *c, const uint8_t *src, size_t len) {
   return NARCACHE_OK;
 }
 
-/* At a frame start: check the header, from the caller's input when it is
- * all there, else gathered across calls into c->header and then handed to
- * zstd. Returns 0 when decoding can go on, 1 when more input is needed. */
+/* At a frame start: gather the header (across calls if need be), check
+ * it, and hand zstd the bare header. Feeding it alone also keeps zstd off
+ * its one-pass shortcut, whose checks differ from streaming's (a fuzzed
+ * frame was refused whole and accepted in pieces), so every input is
+ * judged the same however it is split. Returns 0 when decoding can go
+ * on, 1 when more input is needed. */
 static int read_frame_header(narcache_codec *c, narcache_outbuf *out, narcache_inbuf *in) {
   size_t avail = in->size - in->pos;
   /* (an empty input may come with a NULL pointer) */
   const uint8_t *src = avail > 0 ? (const uint8_t *)in->data + in->pos : c->header;
-  if (c->header_len == 0) {
-    size_t need = header_size(src, avail);
-    if (ZSTD_isError(need))
-      return fail(c, NARCACHE_ECOMPRESS, "zstd: not a zstd frame at input byte %llu",
-                  (unsigned long long)c->total_in);
-    if (need != 0 && need <= avail)
-      return accept_header(c, src, need);
-  }
   /* Gather just the header's bytes. */
   for (;;) {
     size_t need = header_size(c->header, c->header_len);
