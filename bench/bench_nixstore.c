@@ -45,16 +45,20 @@
  *   NARCACHE_ENOTFOUND (and no row for raw-sql).
  *
  *   Timing: iteration counts are set once so that each case takes about
- *   SECONDS (default 0.2); every round runs every case once, starting with a
- *   different case each round (rotation), so a slow spell of the host is
- *   spread over all cases. For each case the medians over ROUNDS (default 7)
+ *   SECONDS (default 0.2) per round. A round runs every case in 10 slices,
+ *   the slices of all cases interleaved (case order rotating), so that a
+ *   slow spell of the host hits all cases alike; a case's time in a round is
+ *   the sum of its slices. For each case the medians over ROUNDS (default 7)
  *   rounds are printed:
  *     result case=<name> lookup=hit|miss|- threads=<n> us=<median wall
  *            microseconds per operation of all threads together, i.e.
  *            1/throughput> lat_us=<median microseconds per operation as one
  *            thread sees it (= us * threads)> per_s=<operations/s from us>
  *   -c CASE runs only the case with that label (e.g. -c "raw-sql hit"), for
- *   perf or strace.
+ *   perf or strace. BENCH_NIXSTORE_RAW_SQL, if set, is executed on the raw
+ *   connections after opening (experiments such as
+ *   BENCH_NIXSTORE_RAW_SQL="PRAGMA mmap_size = 268435456"; not in the
+ *   recorded runs).
  *
  * Exit status: 0 on success, 1 on any error or failed check, 2 on bad usage.
  */
@@ -82,6 +86,7 @@
 #define N_CHECK 200
 #define BUSY_TIMEOUT_MS 2000 /* as store_nixstore.c */
 #define SIGN_MSG_BYTES 200
+#define SLICES 10 /* each case's share of a round, in slices interleaved with the others */
 
 static volatile uint64_t sink; /* keeps results observable */
 
@@ -328,6 +333,10 @@ static void raw_open(rawdb *r, const char *path) {
                       NULL) != SQLITE_OK)
     die_sql(path, r->db);
   sqlite3_busy_timeout(r->db, BUSY_TIMEOUT_MS);
+  /* Experiments only: e.g. "PRAGMA mmap_size = 268435456" (raw cases). */
+  const char *extra = getenv("BENCH_NIXSTORE_RAW_SQL");
+  if (extra != NULL && *extra != '\0')
+    exec_sql(r->db, extra);
   if (sqlite3_prepare_v2(r->db,
                          "SELECT id, path, hash, deriver, narSize, sigs, ca FROM ValidPaths "
                          "WHERE path >= ?1 AND path < ?2 LIMIT 1",
@@ -666,11 +675,19 @@ static int cmd_run(int argc, char **argv) {
   }
 
   for (int r = 0; r < rounds; r++) {
-    for (int k = 0; k < n_cases; k++) {
-      bench_case *c = &cases[(r + k) % n_cases];
-      double dt = run_case(c, c->iters);
-      c->us[r] = dt * 1e6 / (double)(c->iters * (unsigned long)c->threads);
-    }
+    double spent[sizeof cases / sizeof *cases] = {0};
+    unsigned long done[sizeof cases / sizeof *cases] = {0};
+    for (int sl = 0; sl < SLICES; sl++)
+      for (int k = 0; k < n_cases; k++) {
+        int i = (r + sl + k) % n_cases;
+        bench_case *c = &cases[i];
+        unsigned long n = c->iters * (unsigned long)(sl + 1) / SLICES - done[i];
+        if (n > 0)
+          spent[i] += run_case(c, n);
+        done[i] += n;
+      }
+    for (int i = 0; i < n_cases; i++)
+      cases[i].us[r] = spent[i] * 1e6 / (double)(done[i] * (unsigned long)cases[i].threads);
     printf("round %d:", r + 1);
     for (int i = 0; i < n_cases; i++)
       printf(" [%s] %.2f", cases[i].label, cases[i].us[r]);

@@ -131,7 +131,7 @@ set_cmd() {
 # Busy CPU time of the whole machine (user, nice, system, irq, softirq,
 # steal), in clock ticks.
 busy_ticks() {
-  local _cpu u n s idle iow irq sirq steal _rest
+  local _cpu u n s _idle _iow irq sirq steal _rest
   read -r _cpu u n s _idle _iow irq sirq steal _rest </proc/stat
   echo $((u + n + s + irq + sirq + steal))
 }
