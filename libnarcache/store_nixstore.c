@@ -13,22 +13,42 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
+#include <bzlib.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 
 #define DEFAULT_DB "/nix/var/nix/db/db.sqlite"
+#define DEFAULT_LOG_DIR "/nix/var/log/nix"
+/* Largest decompressed build log served; Nix itself caps what it keeps
+ * only by max-build-log-size, which is unlimited by default. */
+#define MAX_LOG_SIZE (1024ull * 1024 * 1024)
 #define DEFAULT_PRIORITY 30
 #define NIX32_SHA256 52
 /* How long a lookup waits for Nix's database before saying "unavailable". */
 #define BUSY_TIMEOUT_MS 2000
 
+/* Most connections one store keeps open; a lookup beyond that waits for
+ * one to come back. SQLite connections are not shared between threads. */
+#define MAX_CONNECTIONS 16
+
+/* One read-only connection with its prepared statements. */
+typedef struct db_conn {
+  sqlite3 *db;
+  sqlite3_stmt *q_path, *q_refs;
+  struct db_conn *next_idle;
+} db_conn;
+
 typedef struct nixstore {
   char *store_dir;
   size_t store_dir_len;
-  sqlite3 *db;
-  sqlite3_stmt *q_path, *q_refs;
-  pthread_mutex_t lock; /* one connection, short queries */
+  char *db_uri;
+  char *log_dir;
+  pthread_mutex_t pool_lock;
+  pthread_cond_t pool_returned;
+  db_conn *idle;   /* connections nobody is using */
+  int n_open;      /* idle + in use (+ being opened) */
   const narcache_key **keys;
   size_t n_keys;
   int32_t priority;
@@ -70,8 +90,8 @@ static const char *base_of(const nixstore *s, const char *path, size_t len, size
 }
 
 /* Fill `ni` from the row in q_path (already stepped to SQLITE_ROW). */
-static int fill_from_row(nixstore *s, narcache_narinfo *ni, int64_t *id) {
-  sqlite3_stmt *st = s->q_path;
+static int fill_from_row(nixstore *s, db_conn *c, narcache_narinfo *ni, int64_t *id) {
+  sqlite3_stmt *st = c->q_path;
   const char *text;
   size_t len;
   *id = sqlite3_column_int64(st, 0);
@@ -103,8 +123,8 @@ static int fill_from_row(nixstore *s, narcache_narinfo *ni, int64_t *id) {
   return NARCACHE_OK;
 }
 
-static int add_references(nixstore *s, narcache_narinfo *ni, int64_t id) {
-  sqlite3_stmt *st = s->q_refs;
+static int add_references(nixstore *s, db_conn *c, narcache_narinfo *ni, int64_t id) {
+  sqlite3_stmt *st = c->q_refs;
   sqlite3_reset(st);
   sqlite3_bind_int64(st, 1, id);
   int rc;
@@ -119,6 +139,76 @@ static int add_references(nixstore *s, narcache_narinfo *ni, int64_t id) {
   return rc == SQLITE_DONE ? NARCACHE_OK : from_sqlite(rc);
 }
 
+static void conn_close(db_conn *c) {
+  if (c == NULL)
+    return;
+  sqlite3_finalize(c->q_path);
+  sqlite3_finalize(c->q_refs);
+  sqlite3_close(c->db);
+  narcache__free(c);
+}
+
+static int conn_open(const char *uri, db_conn **out) {
+  db_conn *c = narcache__calloc(1, sizeof *c);
+  if (c == NULL)
+    return NARCACHE_ENOMEM;
+  /* mode=ro: SQLite then never takes a write lock, so a running Nix never
+   * waits for us; in WAL mode readers and Nix's writer do not block each
+   * other at all. */
+  int rc = sqlite3_open_v2(uri, &c->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
+                           NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+    rc = sqlite3_prepare_v2(c->db,
+                            "SELECT id, path, hash, deriver, narSize, sigs, ca FROM ValidPaths "
+                            "WHERE path >= ?1 AND path < ?2 LIMIT 1",
+                            -1, &c->q_path, NULL);
+  }
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(c->db,
+                            "SELECT p.path FROM Refs r JOIN ValidPaths p ON r.reference = p.id "
+                            "WHERE r.referrer = ?1",
+                            -1, &c->q_refs, NULL);
+  if (rc != SQLITE_OK) {
+    conn_close(c);
+    return from_sqlite(rc);
+  }
+  *out = c;
+  return NARCACHE_OK;
+}
+
+/* Take an idle connection, open a new one, or wait for one to come back. */
+static int conn_acquire(nixstore *s, db_conn **out) {
+  pthread_mutex_lock(&s->pool_lock);
+  while (s->idle == NULL && s->n_open >= MAX_CONNECTIONS)
+    pthread_cond_wait(&s->pool_returned, &s->pool_lock);
+  db_conn *c = s->idle;
+  if (c != NULL) {
+    s->idle = c->next_idle;
+    pthread_mutex_unlock(&s->pool_lock);
+    *out = c;
+    return NARCACHE_OK;
+  }
+  s->n_open++;
+  pthread_mutex_unlock(&s->pool_lock);
+  int rc = conn_open(s->db_uri, out);
+  if (rc < 0) {
+    pthread_mutex_lock(&s->pool_lock);
+    s->n_open--;
+    pthread_cond_signal(&s->pool_returned);
+    pthread_mutex_unlock(&s->pool_lock);
+  }
+  return rc;
+}
+
+static void conn_release(nixstore *s, db_conn *c) {
+  pthread_mutex_lock(&s->pool_lock);
+  c->next_idle = s->idle;
+  s->idle = c;
+  pthread_cond_signal(&s->pool_returned);
+  pthread_mutex_unlock(&s->pool_lock);
+}
+
 /* Look up the valid path with hash part `hash` and fill `ni`. */
 static int query_path(nixstore *s, const char *hash, narcache_narinfo *ni) {
   /* Paths are "<dir>/<hash>-<name>": the range ["<dir>/<hash>-",
@@ -127,27 +217,32 @@ static int query_path(nixstore *s, const char *hash, narcache_narinfo *ni) {
   char lo[512], hi[512];
   snprintf(lo, sizeof lo, "%s/%.32s-", s->store_dir, hash);
   snprintf(hi, sizeof hi, "%s/%.32s.", s->store_dir, hash);
-  pthread_mutex_lock(&s->lock);
-  int rc = sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL);
+  db_conn *c = NULL;
+  int rc = conn_acquire(s, &c);
+  if (rc < 0)
+    return rc;
+  /* One read transaction: the path row and its references come from the
+   * same snapshot even while Nix commits. */
+  rc = sqlite3_exec(c->db, "BEGIN", NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
-    pthread_mutex_unlock(&s->lock);
+    conn_release(s, c);
     return from_sqlite(rc);
   }
-  sqlite3_stmt *st = s->q_path;
+  sqlite3_stmt *st = c->q_path;
   sqlite3_reset(st);
   sqlite3_bind_text(st, 1, lo, -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 2, hi, -1, SQLITE_STATIC);
   rc = sqlite3_step(st);
   int64_t id = 0;
-  int result = rc == SQLITE_ROW    ? fill_from_row(s, ni, &id)
+  int result = rc == SQLITE_ROW    ? fill_from_row(s, c, ni, &id)
                : rc == SQLITE_DONE ? NARCACHE_ENOTFOUND
                                    : from_sqlite(rc);
   if (result == 0)
-    result = add_references(s, ni, id);
+    result = add_references(s, c, ni, id);
   sqlite3_reset(st);
-  sqlite3_reset(s->q_refs);
-  sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
-  pthread_mutex_unlock(&s->lock);
+  sqlite3_reset(c->q_refs);
+  sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
+  conn_release(s, c);
   return result;
 }
 
@@ -255,13 +350,47 @@ static int open_dumper(nixstore *s, const char *hash, narcache_narinfo **ni_out,
   return NARCACHE_OK;
 }
 
+static int from_errno(int err) {
+  switch (err) {
+  case ENOENT:
+  case ENOTDIR:
+    return NARCACHE_ENOTFOUND;
+  case EMFILE:
+  case ENFILE:
+  case ENOSPC:
+  case ENOMEM:
+  case EAGAIN:
+    return NARCACHE_EUNAVAIL;
+  default:
+    return NARCACHE_EIO;
+  }
+}
+
+/* An unlinked temporary file in $TMPDIR or /tmp, or a negative code. */
+static int open_tmpfile(void) {
+  const char *dir = getenv("TMPDIR");
+  int fd = open(dir != NULL && dir[0] != '\0' ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  return fd >= 0 ? fd : errno == ENOENT ? NARCACHE_EIO : from_errno(errno);
+}
+
+static int write_all(int fd, const char *buf, size_t len) {
+  for (size_t off = 0; off < len;) {
+    ssize_t n = write(fd, buf + off, len - off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return errno == ENOSPC ? NARCACHE_EUNAVAIL : NARCACHE_EIO;
+    off += (size_t)n;
+  }
+  return NARCACHE_OK;
+}
+
 /* Compress the whole NAR into an unlinked temporary file: a response
  * needs the size before the first byte. */
 static int compress_to_tmpfile(nixstore *s, narcache_nar_dumper *d, narcache_reader *out) {
-  const char *dir = getenv("TMPDIR");
-  int fd = open(dir != NULL && dir[0] != '\0' ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  int fd = open_tmpfile();
   if (fd < 0)
-    return errno == EMFILE || errno == ENFILE || errno == ENOSPC ? NARCACHE_EUNAVAIL : NARCACHE_EIO;
+    return fd;
   narcache_codec *c = NULL;
   int rc = narcache_codec_new_compressor(&c, NARCACHE_CODEC_ZSTD, s->level);
   if (rc == 0)
@@ -286,16 +415,7 @@ static int compress_to_tmpfile(nixstore *s, narcache_nar_dumper *d, narcache_rea
         rc = left;
         break;
       }
-      for (size_t off = 0; off < z.pos;) {
-        ssize_t n = write(fd, out_buf + off, z.pos - off);
-        if (n < 0 && errno == EINTR)
-          continue;
-        if (n < 0) {
-          rc = errno == ENOSPC ? NARCACHE_EUNAVAIL : NARCACHE_EIO;
-          break;
-        }
-        off += (size_t)n;
-      }
+      rc = write_all(fd, out_buf, z.pos);
       written += z.pos;
     } while (rc == 0 && (in.pos < in.size || (flush == NARCACHE_FLUSH_END && left > 0)));
     if (!more_nar)
@@ -368,6 +488,103 @@ static int open_listing(nixstore *s, const char *hash, narcache_reader *out) {
   return rc;
 }
 
+/* Decompress a bzip2 build log into an unlinked temporary file. */
+static int bunzip_to_tmpfile(int in_fd, narcache_reader *out) {
+  int fd = open_tmpfile();
+  if (fd < 0)
+    return fd;
+  enum { CHUNK = 64 * 1024 };
+  char *in_buf = narcache__malloc(CHUNK), *out_buf = narcache__malloc(CHUNK);
+  bz_stream bz;
+  memset(&bz, 0, sizeof bz);
+  int rc = in_buf == NULL || out_buf == NULL ? NARCACHE_ENOMEM : NARCACHE_OK;
+  int bz_ready = rc == 0 && BZ2_bzDecompressInit(&bz, 0, 0) == BZ_OK;
+  if (rc == 0 && !bz_ready)
+    rc = NARCACHE_ENOMEM;
+  uint64_t written = 0;
+  int bz_rc = BZ_OK, at_eof = 0;
+  while (rc == 0 && bz_rc != BZ_STREAM_END) {
+    if (bz.avail_in == 0 && !at_eof) {
+      ssize_t n = read(in_fd, in_buf, CHUNK);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0) {
+        rc = NARCACHE_EIO;
+        break;
+      }
+      at_eof = n == 0;
+      bz.next_in = in_buf;
+      bz.avail_in = (unsigned)n;
+    }
+    bz.next_out = out_buf;
+    bz.avail_out = CHUNK;
+    bz_rc = BZ2_bzDecompress(&bz);
+    size_t made = CHUNK - bz.avail_out;
+    if (bz_rc != BZ_OK && bz_rc != BZ_STREAM_END)
+      rc = NARCACHE_EIO; /* corrupt */
+    else if (bz_rc == BZ_OK && at_eof && bz.avail_in == 0 && made == 0)
+      rc = NARCACHE_EIO; /* truncated */
+    else if ((written += made) > MAX_LOG_SIZE)
+      rc = NARCACHE_EIO;
+    else
+      rc = write_all(fd, out_buf, made);
+  }
+  if (bz_ready)
+    BZ2_bzDecompressEnd(&bz);
+  narcache__free(in_buf);
+  narcache__free(out_buf);
+  if (rc < 0) {
+    close(fd);
+    return rc;
+  }
+  narcache_reader_init_fd(out, fd, 0, written);
+  return NARCACHE_OK;
+}
+
+/* A regular file under the log directory, or a negative code. */
+static int open_log_file(const char *path) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0)
+    return errno == ELOOP ? NARCACHE_ENOTFOUND : from_errno(errno);
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return NARCACHE_ENOTFOUND;
+  }
+  return fd;
+}
+
+/* Nix keeps the log of /nix/store/<name> as <log dir>/drvs/<2 chars of
+ * name>/<rest of name>, bzip2-compressed (".bz2") unless
+ * compress-build-log is off. Served decompressed, as a client expects. */
+static int open_log(nixstore *s, const char *name, size_t len, narcache_reader *out) {
+  if (len < 5 || memcmp(name + len - 4, ".drv", 4) != 0)
+    return NARCACHE_ENOTFOUND;
+  char path[4600];
+  int n = snprintf(path, sizeof path, "%s/drvs/%.2s/%.*s", s->log_dir, name, (int)(len - 2),
+                   name + 2);
+  if (n < 0 || (size_t)n + 4 >= sizeof path)
+    return NARCACHE_ENOTFOUND;
+  int fd = open_log_file(path);
+  if (fd >= 0) {
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+      close(fd);
+      return NARCACHE_EIO;
+    }
+    narcache_reader_init_fd(out, fd, 0, (uint64_t)st.st_size);
+    return NARCACHE_OK;
+  }
+  if (fd != NARCACHE_ENOTFOUND)
+    return fd;
+  strcat(path, ".bz2");
+  if ((fd = open_log_file(path)) < 0)
+    return fd;
+  int rc = bunzip_to_tmpfile(fd, out);
+  close(fd);
+  return rc;
+}
+
 static int nixstore_open(void *ctx, int kind, const char *name, size_t len, narcache_reader *out) {
   nixstore *s = ctx;
   switch (kind) {
@@ -383,54 +600,71 @@ static int nixstore_open(void *ctx, int kind, const char *name, size_t len, narc
     return open_listing(s, name, out);
   case NARCACHE_OBJECT_NAR:
     return open_nar(s, name, len, out);
+  case NARCACHE_OBJECT_LOG:
+    return open_log(s, name, len, out);
   default:
-    return NARCACHE_ENOTFOUND; /* build logs: not yet */
+    return NARCACHE_ENOTFOUND;
   }
 }
 
 static int nixstore_probe(void *ctx) {
   nixstore *s = ctx;
-  pthread_mutex_lock(&s->lock);
-  sqlite3_stmt *st = s->q_path;
+  db_conn *c = NULL;
+  int rc = conn_acquire(s, &c);
+  if (rc < 0)
+    return rc;
+  sqlite3_stmt *st = c->q_path;
   sqlite3_reset(st);
   sqlite3_bind_text(st, 1, "", -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 2, "", -1, SQLITE_STATIC);
-  int rc = sqlite3_step(st);
+  rc = sqlite3_step(st);
   sqlite3_reset(st);
-  pthread_mutex_unlock(&s->lock);
+  conn_release(s, c);
   return rc == SQLITE_DONE || rc == SQLITE_ROW ? NARCACHE_OK : from_sqlite(rc);
 }
 
 static void nixstore_destroy(void *ctx) {
   nixstore *s = ctx;
-  sqlite3_finalize(s->q_path);
-  sqlite3_finalize(s->q_refs);
-  sqlite3_close(s->db);
-  pthread_mutex_destroy(&s->lock);
+  while (s->idle != NULL) {
+    db_conn *c = s->idle;
+    s->idle = c->next_idle;
+    conn_close(c);
+  }
+  pthread_cond_destroy(&s->pool_returned);
+  pthread_mutex_destroy(&s->pool_lock);
+  narcache__free(s->db_uri);
+  narcache__free(s->log_dir);
   narcache__free(s->keys);
   narcache__free(s->store_dir);
   narcache__free(s);
 }
 
+/* Keep the URI, and open a first connection now so that a wrong path or a
+ * file that is not Nix's database is reported by _new. */
 static int open_database(nixstore *s, const char *db_path) {
-  char uri[4200];
-  if (snprintf(uri, sizeof uri, "file:%s?mode=ro", db_path) >= (int)sizeof uri)
+  size_t len = strlen(db_path);
+  if (len == 0 || len > 4096)
     return NARCACHE_EINVAL;
-  int rc = sqlite3_open_v2(uri, &s->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
-                           NULL);
-  if (rc != SQLITE_OK)
-    return from_sqlite(rc);
-  sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
-  rc = sqlite3_prepare_v2(s->db,
-                          "SELECT id, path, hash, deriver, narSize, sigs, ca FROM ValidPaths "
-                          "WHERE path >= ?1 AND path < ?2 LIMIT 1",
-                          -1, &s->q_path, NULL);
-  if (rc == SQLITE_OK)
-    rc = sqlite3_prepare_v2(s->db,
-                            "SELECT p.path FROM Refs r JOIN ValidPaths p ON r.reference = p.id "
-                            "WHERE r.referrer = ?1",
-                            -1, &s->q_refs, NULL);
-  return rc == SQLITE_OK ? NARCACHE_OK : from_sqlite(rc);
+  /* "file:" + the path with '%', '?' and '#' escaped (they would change the
+   * meaning of the URI) + "?mode=ro" */
+  s->db_uri = narcache__malloc(5 + 3 * len + 9 + 1);
+  if (s->db_uri == NULL)
+    return NARCACHE_ENOMEM;
+  char *w = s->db_uri;
+  w += sprintf(w, "file:");
+  for (size_t i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)db_path[i];
+    if (ch == '%' || ch == '?' || ch == '#')
+      w += sprintf(w, "%%%02X", ch);
+    else
+      *w++ = (char)ch;
+  }
+  strcpy(w, "?mode=ro");
+  db_conn *c = NULL;
+  int rc = conn_acquire(s, &c);
+  if (rc == 0)
+    conn_release(s, c);
+  return rc;
 }
 
 int narcache_store_nixstore_new(narcache_store **out, const narcache_nixstore_options *o) {
@@ -453,7 +687,8 @@ int narcache_store_nixstore_new(narcache_store **out, const narcache_nixstore_op
   nixstore *s = narcache__calloc(1, sizeof *s);
   if (s == NULL)
     return NARCACHE_ENOMEM;
-  pthread_mutex_init(&s->lock, NULL);
+  pthread_mutex_init(&s->pool_lock, NULL);
+  pthread_cond_init(&s->pool_returned, NULL);
   s->priority = o->priority != 0 ? o->priority : DEFAULT_PRIORITY;
   s->codec = o->compression != 0 ? o->compression : NARCACHE_CODEC_NONE;
   s->level = o->level;
@@ -467,6 +702,15 @@ int narcache_store_nixstore_new(narcache_store **out, const narcache_nixstore_op
       s->keys[i] = o->keys[i];
     s->n_keys = o->n_keys;
     rc = open_database(s, o->db_path != NULL ? o->db_path : DEFAULT_DB);
+  }
+  if (rc == 0) {
+    const char *log_dir = o->log_dir != NULL ? o->log_dir : DEFAULT_LOG_DIR;
+    size_t log_len = strlen(log_dir);
+    s->log_dir = log_len < 4096 ? narcache__malloc(log_len + 1) : NULL;
+    if (s->log_dir != NULL)
+      memcpy(s->log_dir, log_dir, log_len + 1);
+    else
+      rc = log_len < 4096 ? NARCACHE_ENOMEM : NARCACHE_EINVAL;
   }
   if (rc < 0) {
     nixstore_destroy(s);

@@ -40,7 +40,7 @@ derivation {
   name = "narcache-nixstore-demo";
   system = builtins.currentSystem;
   builder = "/bin/sh";
-  args = [ "-c" "/bin/mkdir $out; echo ${./input} > $out/ref; echo $out > $out/self; /bin/cp -r ${./tree} $out/tree" ];
+  args = [ "-c" "echo building narcache demo; /bin/mkdir $out; echo ${./input} > $out/ref; echo $out > $out/self; /bin/cp -r ${./tree} $out/tree" ];
 }
 NIXEOF
 P_BUILT=$(nix-build "${NIXOPTS[@]}" --no-out-link "$SRC/default.nix" 2>"$TMP/build.log") || {
@@ -54,6 +54,34 @@ hashes=()
 for p in "${paths[@]}"; do hashes+=("$(basename "$p" | cut -c1-32)"); done
 
 "$checker" compare "$TMP/cache" "${hashes[@]}"
+
+# ---------------------------------------------------------------- build logs
+# The log Nix kept of the build (bzip2 in /nix/var/log/nix), as Nix reads it.
+DRV=$(nix-store -q --deriver "$P_BUILT")
+nix-store -l "$DRV" > "$TMP/nix.log"
+grep -q 'building narcache demo' "$TMP/nix.log"
+"$checker" log /nix/var/log/nix "$(basename "$DRV")" "$TMP/nix.log"
+# A log directory of our own: plain and bzip2 logs, and what must not be served.
+L=$TMP/logs
+mkdir -p "$L/drvs/ab" "$L/drvs/.."
+rest=cccccccccccccccccccccccccccccc
+printf 'a plain log\n' > "$L/drvs/ab/$rest-plain.drv"
+"$checker" log "$L" "ab$rest-plain.drv" "$L/drvs/ab/$rest-plain.drv"
+head -c 400000 /dev/urandom | base64 > "$TMP/big.log"
+bzip2 -c "$TMP/big.log" > "$L/drvs/ab/$rest-packed.drv.bz2"
+"$checker" log "$L" "ab$rest-packed.drv" "$TMP/big.log"
+head -c 1000 "$L/drvs/ab/$rest-packed.drv.bz2" > "$L/drvs/ab/$rest-cut.drv.bz2"
+"$checker" log "$L" "ab$rest-cut.drv" error
+printf 'not bzip2 at all' > "$L/drvs/ab/$rest-junk.drv.bz2"
+"$checker" log "$L" "ab$rest-junk.drv" error
+ln -s "$rest-plain.drv" "$L/drvs/ab/$rest-link.drv"
+"$checker" log "$L" "ab$rest-link.drv" absent
+mkdir "$L/drvs/ab/$rest-dir.drv"
+"$checker" log "$L" "ab$rest-dir.drv" absent
+printf 'x\n' > "$L/drvs/ab/$rest-plain"
+"$checker" log "$L" "ab$rest-plain" absent      # not a derivation
+"$checker" log "$L" "ab$rest-none.drv" absent
+"$checker" log "$L" "../etc/passwd.drv" absent
 
 # Nix adds paths (database writes) while we look up, for a few seconds.
 (

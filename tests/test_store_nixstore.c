@@ -7,9 +7,14 @@
  *     NarHash, NarSize, References, Deriver, CA), carries our signature,
  *     and our NAR and .ls are byte-identical to the ones Nix wrote;
  *   test_store_nixstore hammer SECONDS HASH...
- *     look the paths up in a loop (while Nix writes to its database);
- *     every lookup must succeed. */
+ *     look the paths up in a loop from 3 threads at once (while Nix writes
+ *     to its database); every lookup must succeed;
+ *   test_store_nixstore log LOG_DIR NAME EXPECT
+ *     open log/NAME from a backend whose log directory is LOG_DIR: EXPECT
+ *     is a file holding the text it must serve, or "absent" or "error". */
 #include <narcache.h>
+
+#include <pthread.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,31 +211,102 @@ static void absent_objects(narcache_store *s, const char *hash) {
   CHECK(narcache_store_probe(s) == 0, "probe");
 }
 
-static int hammer(narcache_store *s, double seconds, char **hashes, int n) {
-  time_t end = time(NULL) + (time_t)seconds;
-  unsigned long lookups = 0;
-  while (time(NULL) < end) {
-    for (int i = 0; i < n; i++) {
+typedef struct hammer_job {
+  narcache_store *store;
+  time_t end;
+  char **hashes;
+  int n;
+  int failed;
+  unsigned long lookups;
+} hammer_job;
+
+static void *hammer_thread(void *arg) {
+  hammer_job *job = arg;
+  while (time(NULL) < job->end && !job->failed) {
+    for (int i = 0; i < job->n; i++) {
       char *text = NULL;
-      int rc = narcache_store_read_all(&text, NULL, s, NARCACHE_OBJECT_NARINFO, hashes[i], 32, 1 << 20);
-      CHECK(rc == 0, "lookup %s while Nix writes: %s", hashes[i], narcache_errname(rc));
+      int rc = narcache_store_read_all(&text, NULL, job->store, NARCACHE_OBJECT_NARINFO,
+                                       job->hashes[i], 32, 1 << 20);
+      if (rc != 0) {
+        fprintf(stderr, "lookup %s while Nix writes: %s\n", job->hashes[i], narcache_errname(rc));
+        job->failed = 1;
+      }
       narcache_free(text);
-      lookups++;
-      if (failures > 0)
-        return 1;
+      job->lookups++;
+    }
+    if (narcache_store_probe(job->store) != 0) {
+      fprintf(stderr, "probe failed while Nix writes\n");
+      job->failed = 1;
     }
   }
-  printf("%lu lookups while Nix wrote, all answered\n", lookups);
+  return NULL;
+}
+
+static int hammer(narcache_store *s, double seconds, char **hashes, int n) {
+  enum { THREADS = 3 };
+  hammer_job jobs[THREADS];
+  pthread_t threads[THREADS];
+  unsigned long lookups = 0;
+  for (int t = 0; t < THREADS; t++) {
+    jobs[t] = (hammer_job){s, time(NULL) + (time_t)seconds, hashes, n, 0, 0};
+    CHECK(pthread_create(&threads[t], NULL, hammer_thread, &jobs[t]) == 0, "pthread_create");
+  }
+  for (int t = 0; t < THREADS; t++) {
+    pthread_join(threads[t], NULL);
+    CHECK(!jobs[t].failed, "thread %d: a lookup failed", t);
+    CHECK(jobs[t].lookups > 0, "thread %d made no lookup", t);
+    lookups += jobs[t].lookups;
+  }
+  printf("%lu lookups from %d threads while Nix wrote, all answered\n", lookups, THREADS);
   return 0;
+}
+
+static int check_log(const char *log_dir, const char *name, const char *expect) {
+  narcache_nixstore_options o = {0};
+  o.version = NARCACHE_NIXSTORE_OPTIONS_VERSION;
+  o.log_dir = log_dir;
+  narcache_store *s = NULL;
+  int rc = narcache_store_nixstore_new(&s, &o);
+  CHECK(rc == 0, "nixstore backend: %s", narcache_errname(rc));
+  if (rc != 0)
+    return 1;
+  char *text = NULL;
+  size_t len = 0;
+  rc = narcache_store_read_all(&text, &len, s, NARCACHE_OBJECT_LOG, name, strlen(name), 1 << 26);
+  if (strcmp(expect, "absent") == 0) {
+    CHECK(rc == NARCACHE_ENOTFOUND, "log %s: want absent, got %s", name, narcache_errname(rc));
+  } else if (strcmp(expect, "error") == 0) {
+    CHECK(rc == NARCACHE_EIO, "log %s: want EIO, got %s", name, narcache_errname(rc));
+  } else {
+    size_t want_len = 0;
+    char *want = slurp(expect, &want_len);
+    CHECK(want != NULL, "no %s", expect);
+    CHECK(rc == 0, "log %s: %s", name, narcache_errname(rc));
+    CHECK(rc != 0 || want == NULL || (len == want_len && memcmp(text, want, len) == 0),
+          "log %s: %zu bytes served, %zu expected", name, len, want_len);
+    free(want);
+  }
+  narcache_free(text);
+  narcache_store_free(s);
+  if (failures == 0)
+    printf("log %s: %s\n", name, rc == 0 ? "served" : narcache_errname(rc));
+  return failures > 0;
 }
 
 int main(int argc, char **argv) {
   if (argc < 4) {
-    fprintf(stderr, "usage: %s compare CACHE HASH... | hammer SECONDS HASH...\n", argv[0]);
+    fprintf(stderr, "usage: %s compare CACHE HASH... | hammer SECONDS HASH... | log DIR NAME EXPECT\n", argv[0]);
     return 2;
   }
   if (narcache_init() < 0)
     return 2;
+  if (strcmp(argv[1], "log") == 0) {
+    if (argc != 5)
+      return 2;
+    int bad = check_log(argv[2], argv[3], argv[4]);
+    narcache_shutdown();
+    return bad;
+  }
   narcache_key *sk = NULL, *pk = NULL;
   if (narcache_key_generate(&sk, "narcache-nixstore-test-1", 24) != 0 || narcache_key_public(&pk, sk) != 0)
     return 2;

@@ -230,11 +230,16 @@ typedef struct narcache_nixstore_options {
    * opened, since its size must be known before its first byte. */
   int compression;
   int level;
+  /* Nix's log directory, holding drvs/XX/REST[.bz2]; NULL:
+   * "/nix/var/log/nix". */
+  const char *log_dir;
 } narcache_nixstore_options;
 
 /** Serve a local Nix store, as nix-serve and harmonia do. Metadata comes
  *  from Nix's SQLite database, opened read-only (a WAL reader never blocks
- *  Nix's writers; each lookup is one short read transaction). Objects:
+ *  Nix's writers; each lookup is one short read transaction). Safe to use
+ *  from any number of threads at once: each lookup borrows one of up to 16
+ *  SQLite connections (more concurrent lookups wait for one). Objects:
  *   - narinfo: made from the database row (StorePath, NarHash, NarSize,
  *     References, Deriver, CA, Sig), URL "nar/<hash part>-<nix32
  *     NarHash>.nar[.zst]" and Compression per the options, signed with
@@ -244,6 +249,8 @@ typedef struct narcache_nixstore_options {
  *     absent, and a tree that no longer has its registered NarSize is an
  *     I/O error;
  *   - <hash>.ls: the listing of the path, with narOffset;
+ *   - log/<name>.drv: the build log Nix kept for that derivation, served
+ *     decompressed (up to 1 GiB), whether or not the .drv is still valid;
  *   - nix-cache-info: StoreDir, WantMassQuery 1, Priority.
  *  Paths not registered as valid are absent. Uploads are not supported.
  *  @return 0; NARCACHE_ENOTFOUND (no database); NARCACHE_EUNAVAIL (locked);
