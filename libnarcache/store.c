@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -201,9 +202,11 @@ int narcache_store_new(narcache_store **out, const narcache_store_methods *m, vo
       m->destroy(ctx);
     return rc;
   }
-  /* Copy only the fields this version of the table has. */
-  size_t known = sizeof s->m;
+  /* Copy only the fields this version of the table has; newer ones stay
+   * NULL. */
+  size_t known = m->version == 1 ? offsetof(narcache_store_methods, flush) : sizeof s->m;
   memcpy(&s->m, m, known);
+  s->m.version = NARCACHE_STORE_METHODS_VERSION;
   s->ctx = ctx;
   *out = s;
   return NARCACHE_OK;
@@ -403,6 +406,12 @@ int narcache_upload_commit(narcache_upload *up) {
   else if (rc < 0)
     upload_fail(up, rc, "commit: %s", narcache_strerror(rc));
   return rc;
+}
+
+int narcache_store_flush(narcache_store *s) {
+  if (s == NULL)
+    return NARCACHE_EINVAL;
+  return s->m.flush != NULL ? s->m.flush(s->ctx) : NARCACHE_OK;
 }
 
 const char *narcache_upload_errmsg(const narcache_upload *up) {

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,10 +18,26 @@
 #include <time.h>
 #include <unistd.h>
 
+/* A committed upload not yet published (NARCACHE_STORE_DIR_BATCH): its
+ * temporary file is complete but not yet synced or renamed. */
+typedef struct staged_object {
+  int kind;
+  char temp[320];
+  char final[320];
+} staged_object;
+
+/* Batch mode publishes by itself once this many objects wait, which keeps
+ * memory (and the NAR lookups of narinfo commits) bounded. */
+#define MAX_STAGED 1024
+
 typedef struct dir_store {
   int root_fd;
   unsigned flags;
   atomic_uint next_temp; /* temp file names: unique within the process */
+  /* batch mode only */
+  pthread_mutex_t stage_lock; /* held across a whole flush */
+  staged_object *staged;
+  size_t n_staged;
 } dir_store;
 
 typedef struct dir_upload {
@@ -191,6 +208,14 @@ static void dir_upload_release(dir_upload *up, int remove_temp) {
 
 static void dir_upload_abort(void *upload) { dir_upload_release(upload, 1); }
 
+/* Whether a NAR of that name waits to be published (stage_lock held). */
+static int nar_is_staged(const dir_store *s, const char *file) {
+  for (size_t i = 0; i < s->n_staged; i++)
+    if (s->staged[i].kind == NARCACHE_OBJECT_NAR && strcmp(s->staged[i].final, file) == 0)
+      return 1;
+  return 0;
+}
+
 /* A narinfo goes public only after the NAR it names: a client that sees
  * the narinfo must be able to fetch the NAR. URLs outside nar/ (absolute
  * URLs to elsewhere) are the uploader's business. */
@@ -214,15 +239,103 @@ static int check_nar_present(dir_upload *up) {
     char name[300];
     snprintf(name, sizeof name, "nar/%.*s", (int)file_len, file);
     if (narcache_object_name_check(NARCACHE_OBJECT_NAR, file, file_len) < 0 ||
-        fstatat(up->store->root_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+        (!nar_is_staged(up->store, name + 4) &&
+         (fstatat(up->store->root_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))))
       rc = NARCACHE_ECONFLICT;
   }
   narcache_narinfo_free(ni);
   return rc == NARCACHE_EBADNARINFO ? NARCACHE_OK : rc; /* other store dirs: no URL check */
 }
 
+/* ------------------------------------------------------------------ */
+/* Batch mode: commits are staged, a flush publishes them together      */
+/* ------------------------------------------------------------------ */
+
+/* The subdirectory object_place() puts a kind in (NULL: the root). */
+static const char *kind_dir(int kind) {
+  return kind == NARCACHE_OBJECT_NAR ? "nar" : kind == NARCACHE_OBJECT_LOG ? "log" : NULL;
+}
+
+/* Publish everything staged (stage_lock held). One syncfs() makes every
+ * staged file durable; then the NARs, listings and logs are renamed into
+ * place and their directories synced, and only then the narinfos, so a
+ * crash at any point leaves no narinfo whose NAR is missing or partial.
+ * On an error the objects not yet renamed are dropped. */
+static int flush_locked(dir_store *s) {
+  if (s->n_staged == 0)
+    return NARCACHE_OK;
+  int rc = syncfs(s->root_fd) < 0 ? from_errno(errno) : NARCACHE_OK;
+  static const char *const dirs[] = {"nar", "log", NULL};
+  for (int pass = 0; pass < 2; pass++) { /* 0: all but narinfo; 1: narinfo */
+    for (size_t i = 0; i < s->n_staged; i++) {
+      staged_object *o = &s->staged[i];
+      if ((o->kind == NARCACHE_OBJECT_NARINFO) != (pass == 1) || o->temp[0] == '\0')
+        continue;
+      const char *sub = kind_dir(o->kind);
+      int dir_fd = s->root_fd;
+      if (rc == 0 && open_dir(s, sub, 0, &dir_fd) < 0)
+        rc = NARCACHE_EIO;
+      if (rc == 0 && renameat(dir_fd, o->temp, dir_fd, o->final) < 0)
+        rc = from_errno(errno);
+      if (rc < 0) {
+        int fd = s->root_fd;
+        if (open_dir(s, sub, 0, &fd) == 0) {
+          unlinkat(fd, o->temp, 0);
+          close_dir(s, fd);
+        }
+      }
+      o->temp[0] = '\0';
+      if (dir_fd != s->root_fd)
+        close_dir(s, dir_fd);
+    }
+    /* The renames of this pass are durable before the next one starts. */
+    for (int d = 0; d < 3 && rc == 0; d++) {
+      int dir_fd = s->root_fd;
+      if (d < 2 && (open_dir(s, dirs[d], 0, &dir_fd) < 0))
+        continue; /* never created: nothing was renamed there */
+      if (fsync(dir_fd) < 0)
+        rc = from_errno(errno);
+      close_dir(s, dir_fd);
+    }
+  }
+  s->n_staged = 0;
+  return rc;
+}
+
+/* Commit in batch mode: check, then queue the finished temporary file. */
+static int stage_upload(dir_upload *up) {
+  dir_store *s = up->store;
+  pthread_mutex_lock(&s->stage_lock);
+  int rc = NARCACHE_OK;
+  if (s->n_staged == MAX_STAGED)
+    rc = flush_locked(s);
+  if (rc == 0 && up->kind == NARCACHE_OBJECT_NARINFO)
+    rc = check_nar_present(up);
+  if (rc == 0) {
+    staged_object *o = &s->staged[s->n_staged++];
+    o->kind = up->kind;
+    memcpy(o->temp, up->temp, sizeof o->temp);
+    memcpy(o->final, up->final, sizeof o->final);
+  }
+  pthread_mutex_unlock(&s->stage_lock);
+  dir_upload_release(up, rc < 0);
+  return rc;
+}
+
+static int dir_flush(void *ctx) {
+  dir_store *s = ctx;
+  if (!(s->flags & NARCACHE_STORE_DIR_BATCH))
+    return NARCACHE_OK;
+  pthread_mutex_lock(&s->stage_lock);
+  int rc = flush_locked(s);
+  pthread_mutex_unlock(&s->stage_lock);
+  return rc;
+}
+
 static int dir_upload_commit(void *upload) {
   dir_upload *up = upload;
+  if (up->store->flags & NARCACHE_STORE_DIR_BATCH)
+    return stage_upload(up);
   int rc = NARCACHE_OK;
   if (fsync(up->fd) < 0)
     rc = from_errno(errno);
@@ -248,6 +361,17 @@ static int dir_probe(void *ctx) {
 
 static void dir_destroy(void *ctx) {
   dir_store *s = ctx;
+  /* Unflushed commits were never published: leave no trace of them. */
+  for (size_t i = 0; i < s->n_staged; i++) {
+    int fd = s->root_fd;
+    if (open_dir(s, kind_dir(s->staged[i].kind), 0, &fd) == 0) {
+      unlinkat(fd, s->staged[i].temp, 0);
+      close_dir(s, fd);
+    }
+  }
+  if (s->flags & NARCACHE_STORE_DIR_BATCH)
+    pthread_mutex_destroy(&s->stage_lock);
+  narcache__free(s->staged);
   close(s->root_fd);
   narcache__free(s);
 }
@@ -283,7 +407,9 @@ int narcache_store_dir_new(narcache_store **out, const char *path, unsigned flag
   if (out == NULL)
     return NARCACHE_EINVAL;
   *out = NULL;
-  if (path == NULL || (flags & ~NARCACHE_STORE_DIR_WRITABLE) != 0)
+  unsigned known = NARCACHE_STORE_DIR_WRITABLE | NARCACHE_STORE_DIR_BATCH;
+  if (path == NULL || (flags & ~known) != 0 ||
+      ((flags & NARCACHE_STORE_DIR_BATCH) && !(flags & NARCACHE_STORE_DIR_WRITABLE)))
     return NARCACHE_EINVAL;
   int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
@@ -296,11 +422,21 @@ int narcache_store_dir_new(narcache_store **out, const char *path, unsigned flag
   s->root_fd = fd;
   s->flags = flags;
   atomic_init(&s->next_temp, 0);
+  if (flags & NARCACHE_STORE_DIR_BATCH) {
+    s->staged = narcache__calloc(MAX_STAGED, sizeof *s->staged);
+    if (s->staged == NULL) {
+      close(fd);
+      narcache__free(s);
+      return NARCACHE_ENOMEM;
+    }
+    pthread_mutex_init(&s->stage_lock, NULL);
+  }
   narcache_store_methods m = {
       .version = NARCACHE_STORE_METHODS_VERSION,
       .open = dir_open,
       .probe = dir_probe,
       .destroy = dir_destroy,
+      .flush = dir_flush,
   };
   if (flags & NARCACHE_STORE_DIR_WRITABLE) {
     remove_stale_temps(fd, NULL);

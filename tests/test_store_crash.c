@@ -15,6 +15,10 @@
  * The child records what it is about to publish in shared memory before
  * each narinfo commit, so the parent knows "old" and "new" exactly.
  *
+ * Every other round the writer uses a batch store (NARCACHE_STORE_DIR_BATCH):
+ * its commits are only staged, and a narinfo counts as committed once a
+ * later narcache_store_flush() has returned; until then it is in flight.
+ *
  * NARCACHE_CRASH_SEED=<n> replays a run, NARCACHE_CRASH_ROUNDS=<n> changes
  * the number of rounds. A failing run keeps its directory for inspection. */
 #define _GNU_SOURCE /* mkdtemp, nftw, prctl */
@@ -204,8 +208,19 @@ static char *child_narinfo_text(shared *sh, const slot *sl, const narcache_hash 
   return text;
 }
 
-static void child_publish(shared *sh, narcache_store *s, slot *sl, const narcache_hash *h,
-                          size_t nar_len, const char *nar_name, uint64_t *rng, int is_new) {
+/* The narinfo of `sl` is public: its new text is the current one. */
+static void child_settle(shared *sh, slot *sl) {
+  atomic_store(&sl->cur, atomic_load(&sl->next));
+  atomic_store(&sl->committed, 1);
+  atomic_store(&sl->pending, 0);
+  (void)sh;
+}
+
+/* Commit a narinfo for `sl`. Returns 1 when it is public, 0 when a batch
+ * store only staged it (settled by the caller after a flush). */
+static int child_publish(shared *sh, narcache_store *s, slot *sl, const narcache_hash *h,
+                         size_t nar_len, const char *nar_name, uint64_t *rng, int is_new,
+                         int batch) {
   size_t len = 0;
   char *text = child_narinfo_text(sh, sl, h, nar_len, nar_name, &len);
   int next = is_new ? 1 : 1 - atomic_load(&sl->cur);
@@ -219,16 +234,17 @@ static void child_publish(shared *sh, narcache_store *s, slot *sl, const narcach
     atomic_fetch_add(&sh->nslots, 1); /* the slot exists from here on */
   /* child_put sets `pending` right before the commit */
   child_put(sh, s, NARCACHE_OBJECT_NARINFO, sl->hash, text, len, len, rng, sl);
-  atomic_store(&sl->cur, next);
-  atomic_store(&sl->committed, 1);
-  atomic_store(&sl->pending, 0);
   atomic_fetch_add(&sh->narinfo_commits, 1);
   if (!is_new)
     atomic_fetch_add(&sh->replacements, 1);
   narcache_free(text);
+  if (batch)
+    return 0;
+  child_settle(sh, sl);
+  return 1;
 }
 
-static void child_main(shared *sh, const char *dir, uint64_t seed, pid_t parent) {
+static void child_main(shared *sh, const char *dir, uint64_t seed, pid_t parent, int batch) {
   /* Never outlive the parent (e.g. if its watchdog fires). */
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent)
@@ -238,10 +254,21 @@ static void child_main(shared *sh, const char *dir, uint64_t seed, pid_t parent)
   if (blob == NULL)
     child_fail(sh, "malloc", NARCACHE_ENOMEM, NULL);
   narcache_store *s = NULL;
-  int rc = narcache_store_dir_new(&s, dir, NARCACHE_STORE_DIR_WRITABLE);
+  int rc = narcache_store_dir_new(&s, dir, NARCACHE_STORE_DIR_WRITABLE |
+                                              (batch ? NARCACHE_STORE_DIR_BATCH : 0));
   if (rc < 0)
     child_fail(sh, "store_dir_new", rc, NULL);
+  static slot *staged[MAX_SLOTS]; /* batch: narinfos committed, not yet flushed */
+  size_t n_staged = 0;
   for (;;) {
+    if (batch && n_staged > 0 && below(&rng, 4) == 0) {
+      rc = narcache_store_flush(s);
+      if (rc < 0)
+        child_fail(sh, "flush", rc, NULL);
+      for (size_t i = 0; i < n_staged; i++)
+        child_settle(sh, staged[i]);
+      n_staged = 0;
+    }
     unsigned nslots = atomic_load(&sh->nslots);
     if (nslots >= MAX_SLOTS)
       pause(); /* nothing left to do but wait for the kill */
@@ -265,11 +292,12 @@ static void child_main(shared *sh, const char *dir, uint64_t seed, pid_t parent)
     if (nslots > 0 && below(&rng, 4) == 0)
       for (int tries = 0; tries < 8 && sl == NULL; tries++) {
         slot *c = &sh->slots[below(&rng, nslots)];
-        if (atomic_load(&c->committed))
+        if (atomic_load(&c->committed) && !atomic_load(&c->pending))
           sl = c;
       }
     if (sl != NULL) {
-      child_publish(sh, s, sl, &h, nar_len, nar_name, &rng, 0);
+      if (!child_publish(sh, s, sl, &h, nar_len, nar_name, &rng, 0, batch))
+        staged[n_staged++] = sl;
       continue;
     }
     sl = &sh->slots[nslots];
@@ -284,7 +312,8 @@ static void child_main(shared *sh, const char *dir, uint64_t seed, pid_t parent)
     atomic_store(&sl->cur, 0);
     atomic_store(&sl->committed, 0);
     atomic_store(&sl->pending, 0);
-    child_publish(sh, s, sl, &h, nar_len, nar_name, &rng, 1);
+    if (!child_publish(sh, s, sl, &h, nar_len, nar_name, &rng, 1, batch))
+      staged[n_staged++] = sl;
   }
 }
 
@@ -652,7 +681,7 @@ static void test_kill_writer_at_random_points(void **state) {
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0)
-      child_main(sh, dir, child_seed, parent);
+      child_main(sh, dir, child_seed, parent, (int)(round % 2));
     watchdog_child = pid;
     deadline = start;
     deadline.tv_nsec += (long)delay * 1000;
@@ -680,10 +709,10 @@ static void test_kill_writer_at_random_points(void **state) {
 
     unsigned now_counts[4] = {atomic_load(&sh->nar_commits), atomic_load(&sh->narinfo_commits),
                               atomic_load(&sh->replacements), atomic_load(&sh->abandoned)};
-    print_message("round %2u: SIGKILL after %5u us (%6" PRIu64 " us): writer committed %3u NARs, "
+    print_message("round %2u (%s): SIGKILL after %5u us (%6" PRIu64 " us): writer committed %3u NARs, "
                   "%3u narinfos (%2u replacing), abandoned %u; visible %4u narinfos, %4u NARs "
                   "verified; in flight: %u old, %u new; .tmp-* left %u (+%u)\n",
-                  round, delay, elapsed_us(&start, &killed), now_counts[0] - prev[0],
+                  round, round % 2 ? "batch" : "plain", delay, elapsed_us(&start, &killed), now_counts[0] - prev[0],
                   now_counts[1] - prev[1], now_counts[2] - prev[2], now_counts[3] - prev[3],
                   c.narinfos, c.nars, c.pending_old, c.pending_new, c.temps,
                   c.temps - (c.temps < prev_temps ? c.temps : prev_temps));

@@ -89,7 +89,7 @@ NARCACHE_API void narcache_reader_close(narcache_reader *r);
 /* The backend table                                                         */
 /* ------------------------------------------------------------------------ */
 
-#define NARCACHE_STORE_METHODS_VERSION 1
+#define NARCACHE_STORE_METHODS_VERSION 2
 
 /** What a backend implements. Copied at registration; fields are only ever
  *  appended (older backends leave newer ones out by their `version`).
@@ -115,6 +115,10 @@ typedef struct narcache_store_methods {
   int (*probe)(void *ctx);
   /** Called by narcache_store_free(). May be NULL. */
   void (*destroy)(void *ctx);
+  /* ---- version 2 ---- */
+  /** Publish commits the backend has staged (see narcache_store_flush).
+   *  May be NULL: commits are then published when they return. */
+  int (*flush)(void *ctx);
 } narcache_store_methods;
 
 typedef struct narcache_store narcache_store;
@@ -185,12 +189,27 @@ NARCACHE_API const char *narcache_upload_errmsg(const narcache_upload *up);
  *  committed. NULL is a no-op. */
 NARCACHE_API void narcache_upload_free(narcache_upload *up);
 
+/** Publish every commit the store has staged (a dir store opened with
+ *  NARCACHE_STORE_DIR_BATCH): when this returns 0 they are visible and
+ *  durable. A no-op for stores that publish on commit.
+ *  @return 0; NARCACHE_EIO or NARCACHE_EUNAVAIL (the objects not yet
+ *          published are dropped: upload them again).
+ *  Thread: any; commits of other threads wait while it runs. */
+NARCACHE_API int narcache_store_flush(narcache_store *store);
+
 /* ------------------------------------------------------------------------ */
 /* Built-in backend: a binary-cache directory                                */
 /* ------------------------------------------------------------------------ */
 
 /** Flags for narcache_store_dir_new(). */
 #define NARCACHE_STORE_DIR_WRITABLE 1u /* accept uploads */
+/* With WRITABLE: a commit only stages the finished object (nothing is
+ * visible yet); narcache_store_flush() publishes everything staged with one
+ * syncfs() instead of two fsyncs per object -- NARs, listings and logs
+ * first, narinfos last. For bulk writers such as `narcache cache add`.
+ * Staged objects not flushed when the store is freed are dropped; more
+ * than 1024 staged objects trigger a flush from inside a commit. */
+#define NARCACHE_STORE_DIR_BATCH 2u
 
 /** A binary-cache directory as `nix copy --to file://PATH` writes it.
  *  Objects are served as stored (any compression); files are opened
