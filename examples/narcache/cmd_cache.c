@@ -52,6 +52,8 @@ typedef struct job_queue {
   pthread_mutex_t lock;
   char (*hashes)[33];
   const char **paths; /* the argument for the hash, or NULL */
+  uint64_t *nar_sizes; /* registered NarSize, 0 when unknown */
+  size_t *order;       /* the order paths are taken in: largest NAR first */
   size_t count;
   size_t next;
   /* progress */
@@ -363,7 +365,7 @@ static void *worker(void *arg) {
   job_queue *q = w->q;
   for (;;) {
     pthread_mutex_lock(&q->lock);
-    size_t i = q->next < q->count ? q->next++ : q->count;
+    size_t i = q->next < q->count ? q->order[q->next++] : q->count;
     pthread_mutex_unlock(&q->lock);
     if (i == q->count)
       return NULL;
@@ -405,17 +407,27 @@ static int add_unique(job_queue *q, size_t *cap, const char *hash, const char *p
       return 0;
   if (q->count == *cap) {
     *cap = *cap ? *cap * 2 : 64;
-    q->hashes = realloc(q->hashes, *cap * sizeof *q->hashes);
-    q->paths = realloc(q->paths, *cap * sizeof *q->paths);
-    if (q->hashes == NULL || q->paths == NULL)
+    void *hashes = realloc(q->hashes, *cap * sizeof *q->hashes);
+    if (hashes != NULL)
+      q->hashes = hashes;
+    void *paths = realloc(q->paths, *cap * sizeof *q->paths);
+    if (paths != NULL)
+      q->paths = paths;
+    void *sizes = realloc(q->nar_sizes, *cap * sizeof *q->nar_sizes);
+    if (sizes != NULL)
+      q->nar_sizes = sizes;
+    if (hashes == NULL || paths == NULL || sizes == NULL)
       return -1;
   }
   memcpy(q->hashes[q->count], hash, 32);
   q->hashes[q->count][32] = '\0';
   q->paths[q->count] = path;
+  q->nar_sizes[q->count] = 0;
   q->count++;
   return 0;
 }
+
+static int order_by_size(job_queue *q);
 
 /* The work list: the arguments, and with --closure everything reachable. */
 static int collect(job_queue *q, narcache_store *src, const cache_options *o) {
@@ -425,7 +437,7 @@ static int collect(job_queue *q, narcache_store *src, const cache_options *o) {
     if (hash_of_arg(o->paths[i], o->store_dir, hash) < 0 || add_unique(q, &cap, hash, o->paths[i]) < 0)
       return -1;
   }
-  for (size_t i = 0; src != NULL && o->closure && i < q->count; i++) {
+  for (size_t i = 0; src != NULL && i < q->count; i++) {
     char *text = NULL;
     size_t len = 0;
     int rc = narcache_store_read_all(&text, &len, src, NARCACHE_OBJECT_NARINFO, q->hashes[i], 32, 1 << 20);
@@ -439,7 +451,9 @@ static int collect(job_queue *q, narcache_store *src, const cache_options *o) {
     rc = narcache_narinfo_new(&ni, o->store_dir);
     if (rc == 0)
       rc = narcache_narinfo_parse(ni, text, len);
-    for (size_t k = 0; rc == 0 && k < narcache_narinfo_reference_count(ni); k++)
+    if (rc == 0)
+      q->nar_sizes[i] = narcache_narinfo_nar_size(ni);
+    for (size_t k = 0; rc == 0 && o->closure && k < narcache_narinfo_reference_count(ni); k++)
       if (add_unique(q, &cap, narcache_narinfo_reference(ni, k, NULL), NULL) < 0)
         rc = NARCACHE_ENOMEM;
     narcache_narinfo_free(ni);
@@ -447,6 +461,29 @@ static int collect(job_queue *q, narcache_store *src, const cache_options *o) {
     if (rc < 0)
       return -1;
   }
+  return order_by_size(q);
+}
+
+static const job_queue *sorting; /* qsort has no context argument */
+
+static int larger_nar_first(const void *a, const void *b) {
+  size_t i = *(const size_t *)a, j = *(const size_t *)b;
+  uint64_t si = sorting->nar_sizes[i], sj = sorting->nar_sizes[j];
+  return si != sj ? (si < sj ? 1 : -1) : (i > j) - (i < j);
+}
+
+/* Largest NARs first: the last path to finish is then a small one, so
+ * the jobs end together instead of one of them compressing a big path
+ * alone at the end. */
+static int order_by_size(job_queue *q) {
+  q->order = malloc((q->count ? q->count : 1) * sizeof *q->order);
+  if (q->order == NULL)
+    return -1;
+  for (size_t i = 0; i < q->count; i++)
+    q->order[i] = i;
+  sorting = q;
+  qsort(q->order, q->count, sizeof *q->order, larger_nar_first);
+  sorting = NULL;
   return 0;
 }
 
@@ -572,6 +609,8 @@ static int cache_add(int argc, char **argv) {
 out:
   free(q.hashes);
   free(q.paths);
+  free(q.nar_sizes);
+  free(q.order);
   narcache_store_free(src);
   narcache_store_free(dst);
   for (size_t i = 0; i < o.n_keys; i++)
