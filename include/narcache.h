@@ -15,6 +15,7 @@
 #include "narcache/hash.h"
 #include "narcache/nar.h"
 #include "narcache/narinfo.h"
+#include "narcache/server.h"
 #include "narcache/store.h"
 
 #endif /* NARCACHE_H */

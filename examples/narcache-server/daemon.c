@@ -1,0 +1,202 @@
+/* Running narcache-server: the store, the keys, the server on a loop of
+ * our own, signals. */
+#define _GNU_SOURCE
+#include "daemon.h"
+#include "../narcache/cli.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <uv.h>
+
+int daemon_usage_error(const char *message) {
+  fprintf(stderr, "narcache-server: %s\n", message);
+  return -1;
+}
+
+/* Descriptors run out long before memory does: take all the kernel
+ * allows this process (the hard limit), and say what that is. */
+static void raise_fd_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+    return;
+  rlim_t soft = rl.rlim_cur;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+      rl.rlim_cur = soft;
+  }
+  char text[80];
+  snprintf(text, sizeof text, "%llu (was %llu), hard %llu", (unsigned long long)rl.rlim_cur,
+           (unsigned long long)soft, (unsigned long long)rl.rlim_max);
+  daemon_log(NARCACHE_LOG_INFO, "fd_limit", "file descriptor limit", "nofile", text);
+}
+
+typedef struct daemon_state {
+  narcache_server *server;
+  uv_signal_t sigterm, sigint;
+  daemon_systemd sd;
+} daemon_state;
+
+static void on_stop_signal(uv_signal_t *h, int signum) {
+  daemon_state *d = h->data;
+  daemon_log(NARCACHE_LOG_INFO, "signal", "stopping on signal", "signal", strsignal(signum));
+  narcache_server_stop(d->server);
+}
+
+static void on_stopped(void *userdata, narcache_server *server) {
+  (void)server;
+  daemon_state *d = userdata;
+  uv_close((uv_handle_t *)&d->sigterm, NULL);
+  uv_close((uv_handle_t *)&d->sigint, NULL);
+}
+
+/* The server's hooks that systemd hears about (daemon_systemd.c). */
+static void on_listening(void *userdata, narcache_server *server) {
+  daemon_state *d = userdata;
+  daemon_systemd_listening(&d->sd, server);
+}
+
+static void on_healthy(void *userdata, narcache_server *server) {
+  (void)server;
+  daemon_state *d = userdata;
+  daemon_systemd_healthy(&d->sd);
+}
+
+static void on_status(void *userdata, narcache_server *server, int healthy, const char *text) {
+  (void)server;
+  daemon_state *d = userdata;
+  daemon_systemd_status(&d->sd, healthy, text);
+}
+
+static void on_stopping(void *userdata, narcache_server *server) {
+  (void)server;
+  daemon_state *d = userdata;
+  daemon_systemd_stopping(&d->sd);
+}
+
+static int open_store(const daemon_options *o, narcache_key **keys, narcache_store **store) {
+  int rc;
+  if (o->cache_dir != NULL) {
+    rc = narcache_store_dir_new(store, o->cache_dir, 0);
+    if (rc < 0)
+      fprintf(stderr, "narcache-server: %s: %s\n", o->cache_dir, narcache_strerror(rc));
+    return rc;
+  }
+  narcache_nixstore_options so = {0};
+  so.version = NARCACHE_NIXSTORE_OPTIONS_VERSION;
+  so.store_dir = o->store_dir;
+  so.db_path = o->db_path;
+  so.keys = (const narcache_key *const *)keys;
+  so.n_keys = (size_t)o->n_key_files;
+  so.compression = o->zstd ? NARCACHE_CODEC_ZSTD : NARCACHE_CODEC_NONE;
+  rc = narcache_store_nixstore_new(store, &so);
+  if (rc < 0)
+    fprintf(stderr, "narcache-server: cannot open the Nix store database: %s\n",
+            narcache_strerror(rc));
+  return rc;
+}
+
+/* `activated`: sockets systemd passed, which replace the default listener
+ * (explicit --listen addresses are added all the same). */
+static int configure(narcache_server *s, const daemon_options *o, int activated) {
+  int rc = 0;
+  if (o->priority >= 0)
+    rc = narcache_server_set_option(s, NARCACHE_OPT_PRIORITY, o->priority);
+  if (rc == 0 && o->max_connections > 0)
+    rc = narcache_server_set_option(s, NARCACHE_OPT_MAX_CONNECTIONS, o->max_connections);
+  for (int i = 0; rc == 0 && i < o->n_listen; i++) {
+    rc = narcache_server_listen(s, o->listen[i], 0);
+    if (rc < 0)
+      fprintf(stderr, "narcache-server: cannot listen on %s\n", o->listen[i]);
+  }
+  if (rc == 0 && o->n_listen == 0 && activated == 0) {
+    rc = narcache_server_listen(s, "127.0.0.1:5000", 0);
+    if (rc < 0)
+      fprintf(stderr, "narcache-server: cannot listen on 127.0.0.1:5000\n");
+  }
+  return rc;
+}
+
+int daemon_run(const daemon_options *o) {
+  daemon_log_init(o->json_logs);
+  if (o->threads > 0) {
+    char n[16];
+    snprintf(n, sizeof n, "%d", o->threads);
+    setenv("UV_THREADPOOL_SIZE", n, 1); /* read by libuv at its first task */
+  }
+  signal(SIGPIPE, SIG_IGN);
+  daemon_traces_install();
+  raise_fd_limit();
+  daemon_state d = {0};
+  /* Before any thread starts: this edits the environment. */
+  if (daemon_systemd_init(&d.sd) < 0) {
+    daemon_systemd_close(&d.sd);
+    return 1;
+  }
+  if (narcache_init() < 0) {
+    daemon_systemd_close(&d.sd);
+    return 1;
+  }
+  narcache_key *keys[DAEMON_MAX_KEYS] = {0};
+  narcache_store *store = NULL;
+  narcache_server *server = NULL;
+  uv_loop_t loop;
+  int status = 1, loop_ready = uv_loop_init(&loop) == 0, activated = 0;
+  for (int i = 0; loop_ready && i < o->n_key_files; i++)
+    if (cli_load_key_file(&keys[i], o->key_files[i], 1) < 0)
+      goto out;
+  if (!loop_ready || open_store(o, keys, &store) < 0 || fault_store_wrap(&store) < 0)
+    goto out;
+  if (narcache_server_new(&server, &loop, store) < 0)
+    goto out;
+  d.server = server;
+  narcache_server_hooks hooks = {.version = NARCACHE_SERVER_HOOKS_VERSION,
+                                 .listening = on_listening,
+                                 .healthy = on_healthy,
+                                 .status = on_status,
+                                 .stopping = on_stopping,
+                                 .stopped = on_stopped,
+                                 .log = daemon_log_hook,
+                                 .access = o->access_log ? daemon_access_hook : NULL};
+  narcache_server_set_hooks(server, &hooks, &d);
+  if ((activated = daemon_systemd_adopt(&d.sd, server)) < 0 ||
+      configure(server, o, activated) < 0 || daemon_systemd_configure(&d.sd, server) < 0)
+    goto out;
+  uv_signal_init(&loop, &d.sigterm);
+  uv_signal_init(&loop, &d.sigint);
+  d.sigterm.data = d.sigint.data = &d;
+  uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
+  uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
+  if (narcache_server_start(server) < 0) {
+    on_stopped(&d, server);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    goto out;
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  status = 0;
+out:
+  narcache_server_free(server);
+  if (loop_ready && uv_loop_close(&loop) != 0)
+    daemon_log(NARCACHE_LOG_WARNING, "loop_busy", "handles left open at exit", NULL, NULL);
+  narcache_store_free(store);
+  for (int i = 0; i < o->n_key_files; i++)
+    narcache_key_free(keys[i]);
+  narcache_shutdown();
+  daemon_systemd_close(&d.sd);
+  return status;
+}
+
+/* cli_io.c (shared with the narcache CLI) reports through this. */
+void cli_error(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("narcache-server: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}

@@ -1,0 +1,141 @@
+/* narcache-server: serve a Nix binary cache (a `nix copy --to file://`
+ * directory, or the local Nix store) over HTTP with libnarcache. */
+#define _GNU_SOURCE
+#include "daemon.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+static const char usage_text[] =
+    "usage: narcache-server (--cache DIR | --nix-store [STORE_DIR]) [options]\n"
+    "\n"
+    "Serve a Nix binary cache over HTTP/1.1.\n"
+    "\n"
+    "  --cache DIR             a binary-cache directory (as `nix copy --to file://DIR` writes)\n"
+    "  --nix-store [DIR]       the local Nix store (default /nix/store), NARs made on the fly\n"
+    "  --db PATH               Nix database of --nix-store (default /nix/var/nix/db/db.sqlite)\n"
+    "  --listen ADDR           HOST:PORT, [V6]:PORT or unix:PATH; repeatable\n"
+    "                          (default 127.0.0.1:5000, or the sockets systemd passes)\n"
+    "  --key-file FILE         secret key signing narinfo of --nix-store; repeatable\n"
+    "  --compression none|zstd NARs of --nix-store (default none)\n"
+    "  --priority N            nix-cache-info Priority\n"
+    "  --threads N             threadpool size (default 4)\n"
+    "  --max-connections N     connections at once (default 1024)\n"
+    "  --log-format text|json  log lines on stderr (default text)\n"
+    "  --access-log            log every request\n"
+    "  --help                  this text\n"
+    "\n"
+    "Under systemd (no libsystemd needed):\n"
+    "  NOTIFY_SOCKET           READY=1, STATUS=, STOPPING=1 (Type=notify)\n"
+    "  WATCHDOG_USEC           WATCHDOG=1 after passing health probes (WatchdogSec=)\n"
+    "  LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES\n"
+    "                          serve on the sockets passed (socket activation)\n"
+    "  SIGQUIT, SIGABRT        write every thread's stack to stderr, then die\n"
+    "\n"
+    "Test only:\n"
+    "  NARCACHE_FAULT_PROBE_BLOCK_FILE=PATH\n"
+    "                          the store's health probe blocks while PATH exists\n";
+
+static int parse_int(const char *v, long min, long max, long *out) {
+  char *end = NULL;
+  errno = 0;
+  long n = strtol(v, &end, 10);
+  if (errno != 0 || end == v || *end != '\0' || n < min || n > max)
+    return -1;
+  *out = n;
+  return 0;
+}
+
+/* "--name VALUE" or "--name=VALUE"; NULL if argv[*i] is not --name. */
+static const char *option_value(int argc, char **argv, int *i, const char *name, int *missing) {
+  size_t n = strlen(name);
+  if (strncmp(argv[*i], name, n) != 0)
+    return NULL;
+  if (argv[*i][n] == '=')
+    return argv[*i] + n + 1;
+  if (argv[*i][n] != '\0')
+    return NULL;
+  if (*i + 1 >= argc) {
+    *missing = 1;
+    return NULL;
+  }
+  return argv[++*i];
+}
+
+static int parse_args(int argc, char **argv, daemon_options *o) {
+  for (int i = 1; i < argc; i++) {
+    int missing = 0;
+    const char *v;
+    long n;
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      fputs(usage_text, stdout);
+      exit(0);
+    } else if ((v = option_value(argc, argv, &i, "--cache", &missing)) != NULL) {
+      o->cache_dir = v;
+    } else if (strcmp(argv[i], "--nix-store") == 0 || strncmp(argv[i], "--nix-store=", 12) == 0) {
+      o->nix_store = 1;
+      if (argv[i][11] == '=')
+        o->store_dir = argv[i] + 12;
+      else if (i + 1 < argc && argv[i + 1][0] == '/')
+        o->store_dir = argv[++i];
+    } else if ((v = option_value(argc, argv, &i, "--db", &missing)) != NULL) {
+      o->db_path = v;
+    } else if ((v = option_value(argc, argv, &i, "--listen", &missing)) != NULL) {
+      if (o->n_listen == DAEMON_MAX_LISTEN)
+        return daemon_usage_error("too many --listen");
+      o->listen[o->n_listen++] = v;
+    } else if ((v = option_value(argc, argv, &i, "--key-file", &missing)) != NULL) {
+      if (o->n_key_files == DAEMON_MAX_KEYS)
+        return daemon_usage_error("too many --key-file");
+      o->key_files[o->n_key_files++] = v;
+    } else if ((v = option_value(argc, argv, &i, "--compression", &missing)) != NULL) {
+      if (strcmp(v, "none") != 0 && strcmp(v, "zstd") != 0)
+        return daemon_usage_error("--compression must be none or zstd");
+      o->zstd = strcmp(v, "zstd") == 0;
+    } else if ((v = option_value(argc, argv, &i, "--priority", &missing)) != NULL) {
+      if (parse_int(v, 0, 1000000, &n) < 0)
+        return daemon_usage_error("bad --priority");
+      o->priority = n;
+    } else if ((v = option_value(argc, argv, &i, "--threads", &missing)) != NULL) {
+      if (parse_int(v, 1, 1024, &n) < 0)
+        return daemon_usage_error("bad --threads");
+      o->threads = (int)n;
+    } else if ((v = option_value(argc, argv, &i, "--max-connections", &missing)) != NULL) {
+      if (parse_int(v, 1, 1000000, &n) < 0)
+        return daemon_usage_error("bad --max-connections");
+      o->max_connections = n;
+    } else if (strcmp(argv[i], "--access-log") == 0) {
+      o->access_log = 1;
+    } else if ((v = option_value(argc, argv, &i, "--log-format", &missing)) != NULL) {
+      if (strcmp(v, "text") != 0 && strcmp(v, "json") != 0)
+        return daemon_usage_error("--log-format must be text or json");
+      o->json_logs = strcmp(v, "json") == 0;
+    } else {
+      if (missing)
+        fprintf(stderr, "narcache-server: %s needs a value\n", argv[i]);
+      else
+        fprintf(stderr, "narcache-server: unknown argument '%s'\n", argv[i]);
+      return -1;
+    }
+    if (missing) {
+      fprintf(stderr, "narcache-server: %s needs a value\n", argv[i]);
+      return -1;
+    }
+  }
+  if ((o->cache_dir != NULL) == (o->nix_store != 0))
+    return daemon_usage_error("give exactly one of --cache DIR and --nix-store");
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  daemon_options o = {0};
+  o.priority = -1;
+  if (parse_args(argc, argv, &o) < 0) {
+    fputs(usage_text, stderr);
+    return 2;
+  }
+  return daemon_run(&o);
+}

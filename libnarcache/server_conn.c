@@ -1,0 +1,1112 @@
+/* One client connection: reading and parsing requests (pipelined, one at
+ * a time), asking the store on the threadpool, and writing responses.
+ *
+ * The socket is a plain non-blocking fd watched by a uv_poll_t, so that
+ * the body of a response can be moved by a threadpool task with
+ * sendfile() (zero copy, and a slow disk never stalls the loop) or read
+ * from the store there and written: the loop itself only writes response
+ * heads and small bodies. While a task pumps the body, the loop leaves the
+ * socket alone; the task stops when the socket is full (EAGAIN) and the
+ * loop waits for it to drain before queueing the next one, so memory per
+ * connection is one pump buffer at most, whatever the client's speed. */
+#define _GNU_SOURCE
+#include "server_internal.h"
+#include "narcache/narinfo.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Objects up to this size that are not plain files are read completely by
+ * the store task and sent from memory with the head. */
+#define SMALL_OBJECT_MAX (256 * 1024)
+/* Buffer of a task reading a generated body (a NAR dumped on the fly). */
+#define PUMP_BUFFER (256 * 1024)
+/* Most bytes one pump task moves before letting others have the pool. */
+#define PUMP_BUDGET (16u * 1024 * 1024)
+/* Bytes read from the socket at a time beyond the head limit. */
+#define READ_CHUNK 4096
+/* The window over which NARCACHE_OPT_MIN_BODY_RATE is judged. */
+#define MIN_RATE_WINDOW_MS 30000
+
+enum phase {
+  PHASE_IDLE,    /* waiting for the first byte of a request */
+  PHASE_HEAD,    /* part of a head received */
+  PHASE_STORE,   /* a store task is opening the object */
+  PHASE_SEND,    /* the loop writes the head (and a memory body) */
+  PHASE_PUMP,    /* a task moves the body */
+  PHASE_BLOCKED, /* the body waits for the socket to drain */
+};
+
+enum pump_result { PUMP_DONE, PUMP_AGAIN, PUMP_BLOCKED, PUMP_FAILED };
+
+typedef struct srv_conn {
+  struct srv_conn *next, *prev;
+  srv_t *server;
+  uv_poll_t poll;
+  uv_timer_t timer;
+  int fd;
+  int polling_events;
+  int closing;       /* close requested; done once no task runs */
+  int handles_open;  /* 2 until both close callbacks ran */
+  char peer[80];
+
+  /* input */
+  char *in;
+  size_t in_len, in_cap;
+  narcache__http_head_scanner scan;
+
+  /* the request being answered */
+  int phase;
+  narcache__http_request req;
+  size_t head_len;
+  int route;
+  char method[16];
+  char target[1025];
+  uint64_t started_ns;
+  int keep_alive;
+  int head_only;
+
+  /* the store task */
+  uv_work_t work;
+  int work_busy;
+  int kind;
+  char name[600];
+  size_t name_len;
+  int open_rc;
+  narcache_reader reader;
+  int reader_open;
+  char *small; /* whole object read by the task (narcache__malloc) */
+  size_t small_len;
+
+  /* the response */
+  int status;
+  char head[1536];
+  size_t head_out, head_pos;
+  char *body_mem; /* memory body, owned (narcache__malloc) */
+  size_t body_mem_len, body_mem_pos;
+  int streaming; /* a body to pump from `reader` */
+  uint64_t body_pos, body_end;
+  char *pump_buf;
+  size_t pump_len, pump_pos;
+  int pump_result;
+  int pump_errno;
+  uint64_t pump_moved;
+  uint64_t body_sent;
+  uint64_t body_started_ms, last_progress_ms;
+  int aborted;
+} srv_conn;
+
+static void on_poll(uv_poll_t *h, int status, int events);
+static void process_input(srv_conn *c);
+static void write_out(srv_conn *c);
+static void queue_pump(srv_conn *c);
+static void close_conn(srv_conn *c);
+
+srv_conn *narcache__srv_conn_next(srv_conn *c) { return c->next; }
+
+/* ------------------------------------------------------------------ */
+/* Polling and timers                                                  */
+/* ------------------------------------------------------------------ */
+
+static void watch(srv_conn *c, int events) {
+  if (c->closing || events == c->polling_events)
+    return;
+  c->polling_events = events;
+  if (events == 0)
+    uv_poll_stop(&c->poll);
+  else
+    uv_poll_start(&c->poll, events, on_poll);
+}
+
+static void on_timer(uv_timer_t *t);
+
+static void arm_timer(srv_conn *c, int64_t ms) {
+  if (!c->closing)
+    uv_timer_start(&c->timer, on_timer, (uint64_t)ms, 0);
+}
+
+static void on_timer(uv_timer_t *t) {
+  srv_conn *c = t->data;
+  srv_t *s = c->server;
+  switch (c->phase) {
+  case PHASE_IDLE:
+    close_conn(c); /* idle keep-alive connection */
+    return;
+  case PHASE_HEAD:
+    narcache__srv_log(s, NARCACHE_LOG_DEBUG, "header_timeout", "request head too slow",
+                      (narcache_log_field[]){{"peer", c->peer}}, 1);
+    c->aborted = 1;
+    close_conn(c);
+    return;
+  case PHASE_SEND:
+  case PHASE_BLOCKED: {
+    uint64_t now = narcache__srv_now_ms(s);
+    if ((int64_t)(now - c->last_progress_ms) >= s->opt[NARCACHE_OPT_BODY_STALL_MS]) {
+      narcache__srv_log(s, NARCACHE_LOG_INFO, "send_stalled",
+                        "client stopped reading: response aborted",
+                        (narcache_log_field[]){{"peer", c->peer}, {"target", c->target}}, 2);
+      c->aborted = 1;
+      close_conn(c);
+      return;
+    }
+    arm_timer(c, s->opt[NARCACHE_OPT_BODY_STALL_MS] - (int64_t)(now - c->last_progress_ms));
+    return;
+  }
+  default:
+    return; /* a task runs: its completion re-arms */
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* Creating and closing                                                */
+/* ------------------------------------------------------------------ */
+
+int narcache__srv_conn_start(srv_t *s, int fd, const char *peer) {
+  srv_conn *c = narcache__calloc(1, sizeof *c);
+  if (c == NULL)
+    return NARCACHE_ENOMEM;
+  if (uv_poll_init(s->loop, &c->poll, fd) != 0) {
+    narcache__free(c);
+    return NARCACHE_EIO;
+  }
+  uv_timer_init(s->loop, &c->timer);
+  c->poll.data = c->timer.data = c;
+  c->handles_open = 2;
+  c->server = s;
+  c->fd = fd;
+  c->reader.fd = -1;
+  snprintf(c->peer, sizeof c->peer, "%s", peer);
+  c->next = s->conns;
+  if (s->conns != NULL)
+    s->conns->prev = c;
+  s->conns = c;
+  s->n_conns++;
+  c->phase = PHASE_IDLE;
+  watch(c, UV_READABLE);
+  /* A connection that never sends a byte is held to the header timeout. */
+  arm_timer(c, s->opt[NARCACHE_OPT_HEADER_TIMEOUT_MS]);
+  return NARCACHE_OK;
+}
+
+static void release_reader(srv_conn *c) {
+  if (c->reader_open) {
+    narcache_reader_close(&c->reader);
+    c->reader_open = 0;
+  }
+  narcache__free(c->small);
+  c->small = NULL;
+  narcache__free(c->body_mem);
+  c->body_mem = NULL;
+  c->body_mem_len = c->body_mem_pos = 0;
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  srv_conn *c = h->data;
+  if (--c->handles_open > 0)
+    return;
+  srv_t *s = c->server;
+  close(c->fd);
+  release_reader(c);
+  narcache__free(c->pump_buf);
+  narcache__free(c->in);
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else
+    s->conns = c->next;
+  if (c->next != NULL)
+    c->next->prev = c->prev;
+  narcache__free(c);
+  narcache__srv_conn_closed(s, NULL);
+}
+
+static void report_access(srv_conn *c);
+
+/* Close now, or as soon as the running task ends (it may be using the
+ * socket). */
+static void close_conn(srv_conn *c) {
+  if (c->work_busy) {
+    c->closing = 1; /* after_work comes back here */
+    return;
+  }
+  if (c->handles_open < 2 || uv_is_closing((uv_handle_t *)&c->poll))
+    return;
+  if (c->phase != PHASE_IDLE && c->phase != PHASE_HEAD)
+    report_access(c);
+  c->phase = PHASE_IDLE;
+  c->closing = 1;
+  uv_close((uv_handle_t *)&c->poll, on_handle_closed);
+  uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+void narcache__srv_conn_abort(srv_conn *c) {
+  c->aborted = 1;
+  close_conn(c);
+}
+
+/* Stopping: idle connections go now; a request in progress finishes and
+ * its connection closes after it. */
+void narcache__srv_conn_stop_gracefully(srv_conn *c) {
+  c->keep_alive = 0;
+  if (c->phase == PHASE_IDLE || c->phase == PHASE_HEAD)
+    close_conn(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Finishing a request                                                 */
+/* ------------------------------------------------------------------ */
+
+static const char *route_name(int route) {
+  static const char *const names[ROUTE_COUNT] = {"cache_info", "narinfo", "nar",     "ls",
+                                                 "log",        "healthz", "metrics", "other"};
+  return route >= 0 && route < ROUTE_COUNT ? names[route] : "other";
+}
+
+static void report_access(srv_conn *c) {
+  srv_t *s = c->server;
+  double seconds = (double)(uv_hrtime() - c->started_ns) / 1e9;
+  int status = c->aborted && c->head_pos < c->head_out ? 0 : c->status;
+  narcache__srv_count_request(s, c->route, status, seconds);
+  s->metrics.body_bytes += c->body_sent;
+  if (c->aborted)
+    s->metrics.aborted++;
+  if (s->hooks.access == NULL)
+    return;
+  narcache_access_record r = {1,
+                              c->method[0] ? c->method : "-",
+                              c->target,
+                              route_name(c->route),
+                              status,
+                              c->body_sent,
+                              (uint64_t)(seconds * 1e6),
+                              c->peer,
+                              c->aborted};
+  s->hooks.access(s->userdata, &r);
+}
+
+/* The response is out: report it, then wait for the next request (which
+ * may already be in the buffer) or close. */
+static void finish_request(srv_conn *c) {
+  srv_t *s = c->server;
+  report_access(c);
+  release_reader(c);
+  c->streaming = 0;
+  c->head_out = c->head_pos = 0;
+  if (!c->keep_alive || s->stopping) {
+    c->phase = PHASE_IDLE;
+    close_conn(c);
+    return;
+  }
+  /* Drop the request's bytes; keep what follows (pipelining). */
+  memmove(c->in, c->in + c->head_len, c->in_len - c->head_len);
+  c->in_len -= c->head_len;
+  c->head_len = 0;
+  memset(&c->scan, 0, sizeof c->scan);
+  c->phase = PHASE_IDLE;
+  c->status = 0;
+  c->body_sent = 0;
+  c->aborted = 0;
+  c->method[0] = '\0';
+  c->target[0] = '\0';
+  if (c->in_len == 0 && c->in_cap > 2 * READ_CHUNK) {
+    narcache__free(c->in); /* idle connections hold no buffer */
+    c->in = NULL;
+    c->in_cap = 0;
+  }
+  watch(c, UV_READABLE);
+  arm_timer(c, c->in_len > 0 ? s->opt[NARCACHE_OPT_HEADER_TIMEOUT_MS]
+                             : s->opt[NARCACHE_OPT_IDLE_TIMEOUT_MS]);
+  if (c->in_len > 0)
+    process_input(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Response heads                                                      */
+/* ------------------------------------------------------------------ */
+
+static const char *reason_phrase(int status) {
+  switch (status) {
+  case 200: return "OK";
+  case 206: return "Partial Content";
+  case 304: return "Not Modified";
+  case 400: return "Bad Request";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 408: return "Request Timeout";
+  case 411: return "Length Required";
+  case 413: return "Content Too Large";
+  case 414: return "URI Too Long";
+  case 416: return "Range Not Satisfiable";
+  case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error";
+  case 501: return "Not Implemented";
+  case 503: return "Service Unavailable";
+  case 505: return "HTTP Version Not Supported";
+  default: return "Unknown";
+  }
+}
+
+/* "Date:" value, formatted once per second. */
+static const char *http_date(void) {
+  static _Thread_local time_t cached_at = -1;
+  static _Thread_local char text[64];
+  time_t now = time(NULL);
+  if (now != cached_at) {
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    cached_at = now;
+  }
+  return text;
+}
+
+/* Start the head: status line and the fields every response has. */
+static int head_begin(srv_conn *c, int status) {
+  c->status = status;
+  return snprintf(c->head, sizeof c->head, "HTTP/1.1 %d %s\r\nServer: narcache\r\nDate: %s\r\n",
+                  status, reason_phrase(status), http_date());
+}
+
+/* Append raw text (complete "Name: value\r\n" lines). */
+static void head_add(srv_conn *c, int *n, const char *lines) {
+  if (*n >= 0 && (size_t)*n < sizeof c->head)
+    *n += snprintf(c->head + *n, sizeof c->head - (size_t)*n, "%s", lines);
+}
+
+static void head_add_field(srv_conn *c, int *n, const char *name, const char *value) {
+  if (*n >= 0 && (size_t)*n < sizeof c->head)
+    *n += snprintf(c->head + *n, sizeof c->head - (size_t)*n, "%s: %s\r\n", name, value);
+}
+
+/* End the head: Content-Length, Connection, blank line. */
+static void head_end(srv_conn *c, int n, uint64_t content_length) {
+  if (n >= 0 && (size_t)n < sizeof c->head)
+    n += snprintf(c->head + n, sizeof c->head - (size_t)n, "Content-Length: %llu\r\n%s\r\n",
+                  (unsigned long long)content_length, c->keep_alive ? "" : "Connection: close\r\n");
+  c->head_out = n > 0 && (size_t)n < sizeof c->head ? (size_t)n : 0;
+  c->head_pos = 0;
+}
+
+/* A response with a short text body (errors, /healthz, small objects). */
+static void respond_text(srv_conn *c, int status, const char *content_type, const char *text,
+                         size_t len, const char *extra_fields) {
+  srv_t *s = c->server;
+  int n = head_begin(c, status);
+  head_add_field(c, &n, "Content-Type", content_type);
+  if (status == 503) {
+    char retry[64];
+    snprintf(retry, sizeof retry, "%lld", (long long)s->opt[NARCACHE_OPT_RETRY_AFTER]);
+    head_add_field(c, &n, "Retry-After", retry);
+  }
+  if (extra_fields != NULL)
+    head_add(c, &n, extra_fields);
+  head_end(c, n, len);
+  narcache__free(c->body_mem);
+  c->body_mem = NULL;
+  c->body_mem_len = c->body_mem_pos = 0;
+  if (!c->head_only && len > 0) {
+    c->body_mem = narcache__malloc(len);
+    if (c->body_mem == NULL) {
+      c->aborted = 1;
+      close_conn(c);
+      return;
+    }
+    memcpy(c->body_mem, text, len);
+    c->body_mem_len = len;
+  }
+  c->phase = PHASE_SEND;
+  c->last_progress_ms = c->body_started_ms = narcache__srv_now_ms(s);
+  write_out(c);
+}
+
+/* A refusal of the request itself: the connection cannot be trusted to
+ * be in step any more (unread body, bad framing), so it closes. */
+static void refuse(srv_conn *c, int status, const char *why) {
+  c->keep_alive = 0;
+  char body[300];
+  int n = snprintf(body, sizeof body, "%d %s: %s\n", status, reason_phrase(status), why);
+  respond_text(c, status, "text/plain; charset=utf-8", body, (size_t)n,
+               status == 405 ? "Allow: GET, HEAD\r\n" : NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Writing from the loop                                               */
+/* ------------------------------------------------------------------ */
+
+static void note_progress(srv_conn *c, size_t body_bytes) {
+  srv_t *s = c->server;
+  uint64_t now = narcache__srv_now_ms(s);
+  c->last_progress_ms = now;
+  c->body_sent += body_bytes;
+}
+
+/* The body's average rate fell below the minimum: a client trickling a
+ * large NAR would hold its resources for ever. */
+static int too_slow(srv_conn *c) {
+  srv_t *s = c->server;
+  uint64_t elapsed = narcache__srv_now_ms(s) - c->body_started_ms;
+  int64_t min_rate = s->opt[NARCACHE_OPT_MIN_BODY_RATE];
+  return min_rate > 0 && elapsed > MIN_RATE_WINDOW_MS &&
+         (double)c->body_sent * 1000.0 / (double)elapsed < (double)min_rate;
+}
+
+/* Write the head and memory body; then start pumping or finish. */
+static void write_out(srv_conn *c) {
+  while (c->head_pos < c->head_out || c->body_mem_pos < c->body_mem_len) {
+    struct iovec iov[2];
+    int n = 0;
+    if (c->head_pos < c->head_out)
+      iov[n++] = (struct iovec){c->head + c->head_pos, c->head_out - c->head_pos};
+    if (c->body_mem_pos < c->body_mem_len)
+      iov[n++] = (struct iovec){c->body_mem + c->body_mem_pos, c->body_mem_len - c->body_mem_pos};
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+    ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      c->phase = PHASE_SEND;
+      watch(c, UV_WRITABLE);
+      arm_timer(c, c->server->opt[NARCACHE_OPT_BODY_STALL_MS]);
+      return;
+    }
+    if (w < 0) {
+      c->aborted = 1;
+      close_conn(c);
+      return;
+    }
+    size_t done = (size_t)w, from_head = c->head_out - c->head_pos;
+    if (done < from_head) {
+      c->head_pos += done;
+      note_progress(c, 0);
+      continue;
+    }
+    c->head_pos = c->head_out;
+    c->body_mem_pos += done - from_head;
+    note_progress(c, done - from_head);
+  }
+  if (c->streaming && c->body_pos < c->body_end) {
+    queue_pump(c);
+    return;
+  }
+  finish_request(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Pumping a body on the threadpool                                    */
+/* ------------------------------------------------------------------ */
+
+static int socket_would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
+
+/* Runs on a pool thread. The loop does not touch the socket meanwhile. */
+static void pump_work(uv_work_t *w) {
+  srv_conn *c = w->data;
+  c->pump_moved = 0;
+  c->pump_errno = 0;
+  for (;;) {
+    if (c->pump_pos < c->pump_len) {
+      ssize_t n = send(c->fd, c->pump_buf + c->pump_pos, c->pump_len - c->pump_pos,
+                       MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0) {
+        c->pump_errno = errno;
+        c->pump_result = socket_would_block(errno) ? PUMP_BLOCKED : PUMP_FAILED;
+        return;
+      }
+      c->pump_pos += (size_t)n;
+      c->pump_moved += (uint64_t)n;
+    } else if (c->body_pos >= c->body_end) {
+      c->pump_result = PUMP_DONE;
+      return;
+    } else if (c->reader.fd >= 0) {
+      off_t off = (off_t)(c->reader.fd_offset + c->body_pos);
+      uint64_t left = c->body_end - c->body_pos;
+      ssize_t n = sendfile(c->fd, c->reader.fd, &off, left < (1u << 22) ? (size_t)left : (1u << 22));
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0) {
+        c->pump_errno = n < 0 ? errno : 0;
+        /* 0 bytes: the file is shorter than announced (truncated under
+         * us): never end the body short. */
+        c->pump_result = n < 0 && socket_would_block(errno) ? PUMP_BLOCKED : PUMP_FAILED;
+        return;
+      }
+      c->body_pos += (uint64_t)n;
+      c->pump_moved += (uint64_t)n;
+    } else {
+      if (c->pump_buf == NULL && (c->pump_buf = narcache__malloc(PUMP_BUFFER)) == NULL) {
+        c->pump_result = PUMP_FAILED;
+        return;
+      }
+      uint64_t left = c->body_end - c->body_pos;
+      size_t got = 0;
+      int rc = narcache_reader_read(&c->reader, c->body_pos, c->pump_buf,
+                                    left < PUMP_BUFFER ? (size_t)left : PUMP_BUFFER, &got);
+      if (rc < 0 || got == 0) {
+        c->pump_result = PUMP_FAILED;
+        return;
+      }
+      c->body_pos += got;
+      c->pump_len = got;
+      c->pump_pos = 0;
+    }
+    if (c->pump_moved >= PUMP_BUDGET) {
+      c->pump_result = PUMP_AGAIN;
+      return;
+    }
+  }
+}
+
+static void pump_done(uv_work_t *w, int status) {
+  srv_conn *c = w->data;
+  srv_t *s = c->server;
+  c->work_busy = 0;
+  s->work_in_flight--;
+  if (c->pump_moved > 0)
+    note_progress(c, (size_t)c->pump_moved);
+  if (c->closing || status != 0) {
+    c->closing = 0;
+    c->aborted = 1;
+    close_conn(c);
+    return;
+  }
+  switch (c->pump_result) {
+  case PUMP_DONE:
+    finish_request(c);
+    return;
+  case PUMP_AGAIN:
+    queue_pump(c);
+    return;
+  case PUMP_BLOCKED:
+    if (too_slow(c)) {
+      narcache__srv_log(s, NARCACHE_LOG_INFO, "send_too_slow",
+                        "client below the minimum rate: response aborted",
+                        (narcache_log_field[]){{"peer", c->peer}, {"target", c->target}}, 2);
+      c->aborted = 1;
+      close_conn(c);
+      return;
+    }
+    c->phase = PHASE_BLOCKED;
+    watch(c, UV_WRITABLE);
+    arm_timer(c, s->opt[NARCACHE_OPT_BODY_STALL_MS]);
+    return;
+  default:
+    if (c->pump_errno != EPIPE && c->pump_errno != ECONNRESET) {
+      narcache__srv_log(s, NARCACHE_LOG_ERROR, "body_failed",
+                        "the body could not be produced: connection aborted",
+                        (narcache_log_field[]){{"peer", c->peer},
+                                               {"target", c->target},
+                                               {"error", c->pump_errno ? strerror(c->pump_errno)
+                                                                       : "object shorter than announced"}},
+                        3);
+    }
+    c->aborted = 1;
+    close_conn(c);
+    return;
+  }
+}
+
+static void queue_pump(srv_conn *c) {
+  srv_t *s = c->server;
+  watch(c, 0);
+  uv_timer_stop(&c->timer);
+  c->phase = PHASE_PUMP;
+  c->work.data = c;
+  if (uv_queue_work(s->loop, &c->work, pump_work, pump_done) != 0) {
+    c->aborted = 1;
+    close_conn(c);
+    return;
+  }
+  c->work_busy = 1;
+  s->work_in_flight++;
+}
+
+/* ------------------------------------------------------------------ */
+/* The store task                                                      */
+/* ------------------------------------------------------------------ */
+
+static void open_work(uv_work_t *w) {
+  srv_conn *c = w->data;
+  srv_t *s = c->server;
+  c->open_rc = narcache_store_open(&c->reader, s->store, c->kind, c->name, c->name_len);
+  if (c->open_rc < 0)
+    return;
+  c->reader_open = 1;
+  /* Small generated objects (narinfo, listings) go out with the head. */
+  if (c->reader.fd < 0 && c->reader.size <= SMALL_OBJECT_MAX && !c->head_only) {
+    size_t len = (size_t)c->reader.size, off = 0;
+    c->small = narcache__malloc(len > 0 ? len : 1);
+    if (c->small == NULL) {
+      c->open_rc = NARCACHE_EUNAVAIL;
+      return;
+    }
+    while (off < len) {
+      size_t got = 0;
+      int rc = narcache_reader_read(&c->reader, off, c->small + off, len - off, &got);
+      if (rc < 0 || got == 0) {
+        c->open_rc = rc < 0 ? rc : NARCACHE_EIO;
+        return;
+      }
+      off += got;
+    }
+    c->small_len = len;
+  }
+}
+
+static const char *content_type_of(int kind) {
+  switch (kind) {
+  case NARCACHE_OBJECT_CACHE_INFO: return "text/x-nix-cache-info";
+  case NARCACHE_OBJECT_NARINFO: return "text/x-nix-narinfo";
+  case NARCACHE_OBJECT_LISTING: return "application/json";
+  case NARCACHE_OBJECT_NAR: return "application/x-nix-nar";
+  default: return "text/plain; charset=utf-8";
+  }
+}
+
+/* nix-cache-info with the server's Priority and WantMassQuery. */
+static int override_cache_info(srv_conn *c) {
+  srv_t *s = c->server;
+  if (s->opt[NARCACHE_OPT_PRIORITY] < 0 && s->opt[NARCACHE_OPT_WANT_MASS_QUERY] < 0)
+    return NARCACHE_OK;
+  narcache_cache_info *ci = NULL;
+  int rc = narcache_cache_info_new(&ci);
+  if (rc == 0)
+    rc = narcache_cache_info_parse(ci, c->small, c->small_len);
+  if (rc == 0 && s->opt[NARCACHE_OPT_PRIORITY] >= 0)
+    rc = narcache_cache_info_set_priority(ci, 1, (int32_t)s->opt[NARCACHE_OPT_PRIORITY]);
+  if (rc == 0 && s->opt[NARCACHE_OPT_WANT_MASS_QUERY] >= 0)
+    rc = narcache_cache_info_set_want_mass_query(ci, 1, (int)s->opt[NARCACHE_OPT_WANT_MASS_QUERY]);
+  char *text = NULL;
+  size_t len = 0;
+  if (rc == 0)
+    rc = narcache_cache_info_format(&text, &len, ci);
+  narcache_cache_info_free(ci);
+  if (rc < 0)
+    return rc;
+  narcache__free(c->small);
+  c->small = narcache__malloc(len > 0 ? len : 1);
+  if (c->small == NULL) {
+    narcache_free(text);
+    return NARCACHE_ENOMEM;
+  }
+  memcpy(c->small, text, len);
+  c->small_len = len;
+  narcache_free(text);
+  return NARCACHE_OK;
+}
+
+/* "ETag" of a NAR: its name is its content hash. */
+static int etag_matches(const narcache__http_span *inm, const char *name, size_t len) {
+  if (inm->len == 0)
+    return 0;
+  if (inm->len == 1 && inm->p[0] == '*')
+    return 1;
+  for (size_t i = 0; i + len + 2 <= inm->len; i++)
+    if (inm->p[i] == '"' && memcmp(inm->p + i + 1, name, len) == 0 && inm->p[i + 1 + len] == '"')
+      return 1;
+  return 0;
+}
+
+static void respond_object(srv_conn *c) {
+  srv_t *s = c->server;
+  if (c->kind == NARCACHE_OBJECT_CACHE_INFO && c->small != NULL) {
+    int rc = override_cache_info(c);
+    if (rc < 0) {
+      respond_text(c, 500, "text/plain", "bad nix-cache-info in the store\n", 32, NULL);
+      return;
+    }
+  }
+  int is_nar = c->kind == NARCACHE_OBJECT_NAR;
+  uint64_t size = c->small != NULL ? c->small_len : c->reader.size;
+  char etag[700] = "";
+  if (is_nar)
+    snprintf(etag, sizeof etag, "ETag: \"%.*s\"\r\n", (int)c->name_len, c->name);
+  if (is_nar && etag_matches(&c->req.if_none_match, c->name, c->name_len)) {
+    int n = head_begin(c, 304);
+    head_add(c, &n, etag);
+    if (n >= 0 && (size_t)n < sizeof c->head)
+      n += snprintf(c->head + n, sizeof c->head - (size_t)n, "%s\r\n",
+                    c->keep_alive ? "" : "Connection: close\r\n");
+    c->head_out = n > 0 && (size_t)n < sizeof c->head ? (size_t)n : 0;
+    c->head_pos = 0;
+    release_reader(c);
+    c->phase = PHASE_SEND;
+    c->last_progress_ms = c->body_started_ms = narcache__srv_now_ms(s);
+    write_out(c);
+    return;
+  }
+  uint64_t first = 0, last = size > 0 ? size - 1 : 0;
+  int ranged = 0;
+  if ((is_nar || c->kind == NARCACHE_OBJECT_LOG) && c->req.range.len > 0 &&
+      c->req.method == NARCACHE__HTTP_GET) {
+    ranged = narcache__http_parse_range(c->req.range.p, c->req.range.len, size, &first, &last);
+    if (ranged < 0) {
+      char field[80];
+      snprintf(field, sizeof field, "Content-Range: bytes */%llu\r\n", (unsigned long long)size);
+      release_reader(c);
+      respond_text(c, 416, "text/plain", "416 Range Not Satisfiable\n", 26, field);
+      return;
+    }
+  }
+  int n = head_begin(c, ranged ? 206 : 200);
+  head_add_field(c, &n, "Content-Type", content_type_of(c->kind));
+  if (is_nar || c->kind == NARCACHE_OBJECT_LOG)
+    head_add(c, &n, "Accept-Ranges: bytes\r\n");
+  if (is_nar) {
+    head_add(c, &n, etag);
+    head_add(c, &n, "Cache-Control: public, max-age=31536000, immutable\r\n");
+  } else if (c->kind == NARCACHE_OBJECT_NARINFO) {
+    char cc[80];
+    snprintf(cc, sizeof cc, "Cache-Control: public, max-age=%lld\r\n",
+             (long long)s->opt[NARCACHE_OPT_NARINFO_MAX_AGE]);
+    head_add(c, &n, cc);
+  }
+  if (ranged) {
+    char cr[100];
+    snprintf(cr, sizeof cr, "Content-Range: bytes %llu-%llu/%llu\r\n", (unsigned long long)first,
+             (unsigned long long)last, (unsigned long long)size);
+    head_add(c, &n, cr);
+  }
+  uint64_t length = size > 0 ? last - first + 1 : 0;
+  head_end(c, n, length);
+  c->phase = PHASE_SEND;
+  c->last_progress_ms = c->body_started_ms = narcache__srv_now_ms(s);
+  if (c->head_only) {
+    release_reader(c);
+  } else if (c->small != NULL) {
+    c->body_mem = c->small; /* ownership moves */
+    c->small = NULL;
+    c->body_mem_pos = (size_t)first;
+    c->body_mem_len = (size_t)(first + length);
+  } else if (length > 0) {
+    c->streaming = 1;
+    c->body_pos = first;
+    c->body_end = first + length;
+    c->pump_len = c->pump_pos = 0;
+  }
+  write_out(c);
+}
+
+static void open_done(uv_work_t *w, int status) {
+  srv_conn *c = w->data;
+  srv_t *s = c->server;
+  c->work_busy = 0;
+  s->work_in_flight--;
+  if (c->closing || status != 0) {
+    c->closing = 0;
+    c->aborted = 1;
+    close_conn(c);
+    return;
+  }
+  int rc = c->open_rc;
+  if (rc == 0) {
+    respond_object(c);
+    return;
+  }
+  release_reader(c);
+  if (rc == NARCACHE_ENOTFOUND) {
+    respond_text(c, 404, "text/plain", "404 Not Found\n", 14, NULL);
+    return;
+  }
+  const char *what = narcache_strerror(rc);
+  narcache__srv_log(s, rc == NARCACHE_EUNAVAIL ? NARCACHE_LOG_WARNING : NARCACHE_LOG_ERROR,
+                    "store_error", "the store could not answer",
+                    (narcache_log_field[]){{"target", c->target},
+                                           {"error", narcache_errname(rc)},
+                                           {"message", what}},
+                    3);
+  /* Anything but a genuine absence must not look like one: the Nix client
+   * remembers a 404 for an hour. */
+  char body[200];
+  int n = snprintf(body, sizeof body, "%d %s: %s\n", rc == NARCACHE_EUNAVAIL ? 503 : 500,
+                   rc == NARCACHE_EUNAVAIL ? "Service Unavailable" : "Internal Server Error", what);
+  respond_text(c, rc == NARCACHE_EUNAVAIL ? 503 : 500, "text/plain", body, (size_t)n, NULL);
+}
+
+static void ask_store(srv_conn *c, int kind) {
+  srv_t *s = c->server;
+  c->kind = kind;
+  c->phase = PHASE_STORE;
+  c->open_rc = 0;
+  memset(&c->reader, 0, sizeof c->reader);
+  c->reader.fd = -1;
+  c->work.data = c;
+  watch(c, 0);
+  uv_timer_stop(&c->timer);
+  if (uv_queue_work(s->loop, &c->work, open_work, open_done) != 0) {
+    respond_text(c, 503, "text/plain", "503 Service Unavailable\n", 24, NULL);
+    return;
+  }
+  c->work_busy = 1;
+  s->work_in_flight++;
+}
+
+/* ------------------------------------------------------------------ */
+/* Routing                                                             */
+/* ------------------------------------------------------------------ */
+
+static int hex_value(char ch) {
+  return ch >= '0' && ch <= '9' ? ch - '0'
+         : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+         : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                  : -1;
+}
+
+/* Percent-decode `in` into c->name. 0, or -1 if it does not fit. */
+static int set_name(srv_conn *c, const char *in, size_t len) {
+  size_t n = 0;
+  for (size_t i = 0; i < len; i++) {
+    char ch = in[i];
+    if (ch == '%' && i + 2 < len && hex_value(in[i + 1]) >= 0 && hex_value(in[i + 2]) >= 0) {
+      ch = (char)(hex_value(in[i + 1]) * 16 + hex_value(in[i + 2]));
+      i += 2;
+    }
+    if (n + 1 >= sizeof c->name)
+      return -1;
+    c->name[n++] = ch;
+  }
+  c->name[n] = '\0';
+  c->name_len = n;
+  return 0;
+}
+
+static int has_prefix(const narcache__http_span *p, const char *prefix) {
+  size_t n = strlen(prefix);
+  return p->len >= n && memcmp(p->p, prefix, n) == 0;
+}
+
+static int has_suffix(const narcache__http_span *p, const char *suffix) {
+  size_t n = strlen(suffix);
+  return p->len >= n && memcmp(p->p + p->len - n, suffix, n) == 0;
+}
+
+static void respond_healthz(srv_conn *c) {
+  srv_t *s = c->server;
+  if (s->healthy && s->not_ready == NULL) {
+    respond_text(c, 200, "text/plain", "ok\n", 3, "Cache-Control: no-store\r\n");
+    return;
+  }
+  char body[300];
+  int n = snprintf(body, sizeof body, "unhealthy: %s\n",
+                   s->not_ready != NULL ? s->not_ready : s->health_reason);
+  respond_text(c, 503, "text/plain", body, (size_t)n, "Cache-Control: no-store\r\n");
+}
+
+static void respond_metrics(srv_conn *c) {
+  char *text = NULL;
+  size_t len = 0;
+  if (narcache__srv_metrics_text(c->server, &text, &len) < 0) {
+    respond_text(c, 503, "text/plain", "503 out of memory\n", 18, NULL);
+    return;
+  }
+  respond_text(c, 200, "text/plain; version=0.0.4", text, len, "Cache-Control: no-store\r\n");
+  narcache_free(text);
+}
+
+/* Map the path to an object and ask the store, or answer directly. */
+static void route_request(srv_conn *c) {
+  const narcache__http_span *path = &c->req.path;
+  int kind = -1;
+  c->route = ROUTE_OTHER;
+  if (path->len == 15 && memcmp(path->p, "/nix-cache-info", 15) == 0) {
+    c->route = ROUTE_CACHE_INFO;
+    kind = NARCACHE_OBJECT_CACHE_INFO;
+    c->name_len = 0;
+    c->name[0] = '\0';
+  } else if (path->len == 8 && memcmp(path->p, "/healthz", 8) == 0) {
+    c->route = ROUTE_HEALTHZ;
+    respond_healthz(c);
+    return;
+  } else if (path->len == 8 && memcmp(path->p, "/metrics", 8) == 0) {
+    c->route = ROUTE_METRICS;
+    respond_metrics(c);
+    return;
+  } else if (has_prefix(path, "/nar/")) {
+    c->route = ROUTE_NAR;
+    kind = NARCACHE_OBJECT_NAR;
+    if (set_name(c, path->p + 5, path->len - 5) < 0)
+      kind = -1;
+  } else if (has_prefix(path, "/log/")) {
+    c->route = ROUTE_LOG;
+    kind = NARCACHE_OBJECT_LOG;
+    /* A derivation name may contain '?', which the client sends raw: the
+     * "query" is then part of the name. */
+    char joined[600];
+    size_t n = path->len - 5;
+    if (n + 1 + c->req.query.len >= sizeof joined)
+      kind = -1;
+    else {
+      memcpy(joined, path->p + 5, n);
+      if (c->req.query.len > 0 || (c->req.target.len > path->len && c->req.target.p[path->len] == '?')) {
+        joined[n++] = '?';
+        memcpy(joined + n, c->req.query.p, c->req.query.len);
+        n += c->req.query.len;
+      }
+      if (set_name(c, joined, n) < 0)
+        kind = -1;
+    }
+  } else if (path->len == 1 + 32 + 8 && has_suffix(path, ".narinfo")) {
+    c->route = ROUTE_NARINFO;
+    kind = NARCACHE_OBJECT_NARINFO;
+    set_name(c, path->p + 1, 32);
+  } else if (path->len == 1 + 32 + 3 && has_suffix(path, ".ls")) {
+    c->route = ROUTE_LS;
+    kind = NARCACHE_OBJECT_LISTING;
+    set_name(c, path->p + 1, 32);
+  }
+  if (kind < 0 || narcache_object_name_check(kind, c->name, c->name_len) < 0) {
+    respond_text(c, 404, "text/plain", "404 Not Found\n", 14, NULL);
+    return;
+  }
+  ask_store(c, kind);
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading requests                                                    */
+/* ------------------------------------------------------------------ */
+
+static void copy_span(char *out, size_t size, const narcache__http_span *sp) {
+  size_t n = sp->len < size - 1 ? sp->len : size - 1;
+  memcpy(out, sp->p, n);
+  out[n] = '\0';
+}
+
+static void handle_request(srv_conn *c) {
+  srv_t *s = c->server;
+  c->started_ns = uv_hrtime();
+  copy_span(c->method, sizeof c->method, &c->req.method_name);
+  copy_span(c->target, sizeof c->target, &c->req.target);
+  c->keep_alive = c->req.keep_alive && !s->stopping;
+  c->head_only = c->req.method == NARCACHE__HTTP_HEAD;
+  c->route = ROUTE_OTHER;
+  c->body_sent = 0;
+  c->aborted = 0;
+  uv_timer_stop(&c->timer);
+  watch(c, 0);
+  int has_body = c->req.chunked || (c->req.has_content_length && c->req.content_length > 0);
+  if (c->req.method != NARCACHE__HTTP_GET && c->req.method != NARCACHE__HTTP_HEAD) {
+    if (c->req.method == NARCACHE__HTTP_OTHER)
+      refuse(c, 501, "method not implemented");
+    else
+      refuse(c, 405, "this server is read-only");
+    return;
+  }
+  if (has_body) {
+    refuse(c, 400, "GET and HEAD requests have no body here");
+    return;
+  }
+  route_request(c);
+}
+
+static const narcache__http_limits *limits_of(srv_t *s, narcache__http_limits *l) {
+  l->max_head_bytes = (size_t)s->opt[NARCACHE_OPT_MAX_HEAD_BYTES];
+  l->max_target_bytes = (size_t)s->opt[NARCACHE_OPT_MAX_TARGET_BYTES];
+  l->max_headers = (size_t)s->opt[NARCACHE_OPT_MAX_HEADERS];
+  return l;
+}
+
+/* Handle the next request in the buffer, if it is complete. */
+static void process_input(srv_conn *c) {
+  srv_t *s = c->server;
+  if (c->phase != PHASE_IDLE && c->phase != PHASE_HEAD)
+    return;
+  if (c->in_len == 0)
+    return;
+  narcache__http_limits limits;
+  const char *why = "";
+  long r = narcache__http_head_scan(&c->scan, c->in, c->in_len, limits_of(s, &limits), &why);
+  if (r == 0) {
+    if (c->phase == PHASE_IDLE) {
+      c->phase = PHASE_HEAD; /* the header timeout runs from the first byte */
+      arm_timer(c, s->opt[NARCACHE_OPT_HEADER_TIMEOUT_MS]);
+    }
+    return;
+  }
+  c->started_ns = uv_hrtime();
+  if (r < 0) {
+    c->head_len = c->in_len;
+    snprintf(c->method, sizeof c->method, "-");
+    c->target[0] = '\0';
+    c->route = ROUTE_OTHER;
+    watch(c, 0);
+    uv_timer_stop(&c->timer);
+    refuse(c, (int)-r, why);
+    return;
+  }
+  c->head_len = (size_t)r;
+  int status = narcache__http_parse_head(&c->req, c->in, c->head_len, &limits, &why);
+  if (status != 0) {
+    snprintf(c->method, sizeof c->method, "-");
+    c->target[0] = '\0';
+    c->route = ROUTE_OTHER;
+    watch(c, 0);
+    uv_timer_stop(&c->timer);
+    refuse(c, status, why);
+    return;
+  }
+  handle_request(c);
+}
+
+static void read_input(srv_conn *c) {
+  srv_t *s = c->server;
+  size_t limit = (size_t)s->opt[NARCACHE_OPT_MAX_HEAD_BYTES] + READ_CHUNK;
+  for (;;) {
+    if (c->in_cap - c->in_len < READ_CHUNK / 2) {
+      if (c->in_cap >= limit) {
+        /* A full buffer without a complete head: the scanner has judged
+         * it by now (431); stop reading. */
+        watch(c, 0);
+        return;
+      }
+      size_t cap = c->in_cap == 0 ? READ_CHUNK : c->in_cap * 2;
+      if (cap > limit)
+        cap = limit;
+      char *grown = narcache__realloc(c->in, cap);
+      if (grown == NULL) {
+        close_conn(c);
+        return;
+      }
+      c->in = grown;
+      c->in_cap = cap;
+    }
+    ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break;
+    if (n <= 0) {
+      close_conn(c); /* the client closed (or reset) */
+      return;
+    }
+    c->in_len += (size_t)n;
+    if ((size_t)n < READ_CHUNK / 2)
+      break;
+  }
+  process_input(c);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  srv_conn *c = h->data;
+  if (c->closing)
+    return;
+  if (status < 0) {
+    c->aborted = 1;
+    close_conn(c);
+    return;
+  }
+  if ((events & UV_WRITABLE) && c->phase == PHASE_SEND) {
+    write_out(c);
+    return;
+  }
+  if ((events & UV_WRITABLE) && c->phase == PHASE_BLOCKED) {
+    queue_pump(c);
+    return;
+  }
+  if ((events & UV_READABLE) && (c->phase == PHASE_IDLE || c->phase == PHASE_HEAD))
+    read_input(c);
+}

@@ -1,0 +1,155 @@
+/* Server counters and the Prometheus text exposition of /metrics. */
+#define _GNU_SOURCE
+#include "buffer_internal.h"
+#include "server_internal.h"
+
+#include <dirent.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+const int narcache__srv_counted_status[SRV_STATUS_SLOTS - 1] = {
+    200, 206, 304, 400, 404, 405, 408, 411, 413, 414, 416, 431, 500, 501, 503, 505, 401};
+
+const double narcache__srv_latency_bounds[SRV_LATENCY_BUCKETS] = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10};
+
+static const char *const route_names[ROUTE_COUNT] = {"cache_info", "narinfo", "nar",     "ls",
+                                                     "log",        "healthz", "metrics", "other"};
+
+static int status_slot(int status) {
+  for (int i = 0; i < SRV_STATUS_SLOTS - 1; i++)
+    if (narcache__srv_counted_status[i] == status)
+      return i;
+  return SRV_STATUS_SLOTS - 1;
+}
+
+void narcache__srv_count_request(srv_t *s, int route, int status, double seconds) {
+  if (route < 0 || route >= ROUTE_COUNT)
+    route = ROUTE_OTHER;
+  s->metrics.requests[route][status_slot(status)]++;
+  int b = 0;
+  while (b < SRV_LATENCY_BUCKETS && seconds > narcache__srv_latency_bounds[b])
+    b++;
+  s->metrics.latency_count[b]++;
+  s->metrics.latency_sum += seconds;
+}
+
+static long open_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL)
+    return -1;
+  long n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    n += e->d_name[0] != '.';
+  closedir(d);
+  return n - 1; /* the directory's own fd */
+}
+
+static long rss_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  long pages = -1, rss = -1;
+  if (f == NULL)
+    return -1;
+  if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+    rss = -1;
+  fclose(f);
+  return rss < 0 ? -1 : rss * sysconf(_SC_PAGESIZE);
+}
+
+/* The text being built; `failed` once an append ran out of memory. */
+typedef struct text_out {
+  narcache__buf buf;
+  int failed;
+} text_out;
+
+NARCACHE_PRINTF(2, 3) static void put(text_out *b, const char *fmt, ...) {
+  char line[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (n > 0 && narcache__buf_append(&b->buf, line,
+                                    (size_t)n < sizeof line ? (size_t)n : sizeof line - 1) < 0)
+    b->failed = 1;
+}
+
+static void put_requests(text_out *b, const srv_metrics *m) {
+  put(b, "# HELP narcache_http_requests_total Requests answered, by route and status.\n"
+         "# TYPE narcache_http_requests_total counter\n");
+  for (int r = 0; r < ROUTE_COUNT; r++)
+    for (int i = 0; i < SRV_STATUS_SLOTS; i++) {
+      if (m->requests[r][i] == 0)
+        continue;
+      char status[16];
+      if (i < SRV_STATUS_SLOTS - 1)
+        snprintf(status, sizeof status, "%d", narcache__srv_counted_status[i]);
+      else
+        snprintf(status, sizeof status, "other");
+      put(b, "narcache_http_requests_total{route=\"%s\",status=\"%s\"} %llu\n", route_names[r],
+          status, (unsigned long long)m->requests[r][i]);
+    }
+}
+
+static void put_latency(text_out *b, const srv_metrics *m) {
+  put(b, "# HELP narcache_http_request_duration_seconds Time from request head to last byte.\n"
+         "# TYPE narcache_http_request_duration_seconds histogram\n");
+  uint64_t cumulative = 0;
+  for (int i = 0; i <= SRV_LATENCY_BUCKETS; i++) {
+    cumulative += m->latency_count[i];
+    if (i < SRV_LATENCY_BUCKETS)
+      put(b, "narcache_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+          narcache__srv_latency_bounds[i], (unsigned long long)cumulative);
+    else
+      put(b, "narcache_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+          (unsigned long long)cumulative);
+  }
+  put(b, "narcache_http_request_duration_seconds_sum %.6f\n", m->latency_sum);
+  put(b, "narcache_http_request_duration_seconds_count %llu\n", (unsigned long long)cumulative);
+}
+
+static void put_gauge(text_out *b, const char *name, const char *help, const char *type,
+                      double value) {
+  put(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, value);
+}
+
+int narcache__srv_metrics_text(srv_t *s, char **out, size_t *out_len) {
+  text_out b = {{0}, 0};
+  const srv_metrics *m = &s->metrics;
+  put_requests(&b, m);
+  put_latency(&b, m);
+  put_gauge(&b, "narcache_http_response_body_bytes_total", "Response body bytes sent.", "counter",
+            (double)m->body_bytes);
+  put_gauge(&b, "narcache_http_responses_aborted_total",
+            "Responses cut short (client gone, body error, stall).", "counter",
+            (double)m->aborted);
+  put_gauge(&b, "narcache_connections_open", "Client connections open.", "gauge",
+            (double)s->n_conns);
+  put_gauge(&b, "narcache_connections_accepted_total", "Connections accepted.", "counter",
+            (double)m->accepted);
+  put_gauge(&b, "narcache_accept_errors_total",
+            "Accept failures (including running out of file descriptors).", "counter",
+            (double)m->accept_errors);
+  put_gauge(&b, "narcache_accept_paused_at_limit_total",
+            "Times accepting paused at the connection limit.", "counter",
+            (double)m->refused_at_limit);
+  put_gauge(&b, "narcache_threadpool_tasks_in_flight",
+            "Store and body tasks queued or running on the threadpool.", "gauge",
+            (double)s->work_in_flight);
+  put_gauge(&b, "narcache_health_probe_seconds", "Duration of the last completed health probe.",
+            "gauge", m->probe_seconds);
+  put_gauge(&b, "narcache_health_probes_failed_total", "Health probes that failed.", "counter",
+            (double)m->probes_failed);
+  put_gauge(&b, "narcache_healthy", "1 if the last health probe passed.", "gauge",
+            s->healthy ? 1.0 : 0.0);
+  put_gauge(&b, "process_open_fds", "Open file descriptors.", "gauge", (double)open_fds());
+  put_gauge(&b, "process_resident_memory_bytes", "Resident set size.", "gauge",
+            (double)rss_bytes());
+  if (b.failed) {
+    narcache__buf_free(&b.buf);
+    return NARCACHE_ENOMEM;
+  }
+  return narcache__buf_take(&b.buf, out, out_len);
+}

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# narcache-server against the real Nix 2.8 client on 127.0.0.1: Nix
+# substitutes a closure with references into a separate store with
+# signatures required, from both backends (a cache written by `narcache
+# cache add`, and the live Nix store with NARs made on the fly, plain and
+# zstd), and the NARs it installs are the originals. A narinfo that was
+# tampered with is refused by the client, and a truncated NAR is detected.
+# Runs as root without a daemon, like the other Nix-driven tests.
+# Usage: server_nix.sh NARCACHE_SERVER NARCACHE_CLI
+set -euo pipefail
+server=$1
+cli=$2
+unset NIX_REMOTE
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/narcache-server-nix.XXXXXX")
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+NIX=(nix --extra-experimental-features nix-command)
+NIXOPTS=(--option sandbox false --option build-users-group '' --option substituters '')
+
+# ---- store paths: a file, a tree, and a built path referring to both
+SRC=$TMP/src
+mkdir -p "$SRC/tree/sub"
+printf 'narcache server test input\n' > "$SRC/input"
+printf 'a\n' > "$SRC/tree/a"
+printf '#!/bin/sh\necho b\n' > "$SRC/tree/sub/b.sh"
+chmod +x "$SRC/tree/sub/b.sh"
+ln -s a "$SRC/tree/link"
+head -c 3000000 /dev/zero | tr '\0' 'z' > "$SRC/tree/big" # several pump rounds
+cat > "$SRC/default.nix" <<'NIXEOF'
+derivation {
+  name = "narcache-server-demo";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" "echo building; /bin/mkdir $out; echo ${./input} > $out/ref; /bin/cp -r ${./tree} $out/tree; /bin/ln -s ${./tree} $out/tree-link" ];
+}
+NIXEOF
+P_BUILT=$(nix-build "${NIXOPTS[@]}" --no-out-link "$SRC/default.nix" 2>"$TMP/build.log") || {
+    cat "$TMP/build.log" >&2; exit 1; }
+mapfile -t CLOSURE < <(nix-store -qR "$P_BUILT")
+echo "closure of $P_BUILT: ${#CLOSURE[@]} paths"
+[[ ${#CLOSURE[@]} -ge 3 ]]
+
+"$cli" key generate server-test-1 "$TMP/sk" "$TMP/pk"
+PK=$(cat "$TMP/pk")
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_server NAME ARGS...: start narcache-server, wait until it answers.
+start_server() {
+    local name=$1
+    shift
+    PORT=$(free_port)
+    "$server" --listen "127.0.0.1:$PORT" "$@" 2>"$TMP/$name.log" &
+    pids+=($!)
+    for _ in $(seq 1 100); do
+        if python3 - "$PORT" <<'PY' 2>/dev/null
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1)
+s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+sys.exit(0 if s.recv(12).startswith(b"HTTP/1.1 200") else 1)
+PY
+        then return 0; fi
+        sleep 0.1
+    done
+    echo "narcache-server ($name) did not become healthy:" >&2
+    cat "$TMP/$name.log" >&2
+    return 1
+}
+
+# substitute NAME URL: nix copy the closure into a fresh store, signatures
+# required, and compare every NAR with the original.
+substitute() {
+    local name=$1 url=$2 root=$TMP/root-$1
+    XDG_CACHE_HOME=$TMP/xdg-$name "${NIX[@]}" copy "${NIXOPTS[@]}" --option require-sigs true \
+        --option trusted-public-keys "$PK" --from "$url" --to "local?root=$root" "$P_BUILT"
+    for p in "${CLOSURE[@]}"; do
+        a=$(nix-store --dump "$p" | sha256sum)
+        b=$(nix-store --dump "$root$p" | sha256sum)
+        [[ $a == "$b" ]] || { echo "$name: substituted $p differs" >&2; exit 1; }
+    done
+    echo "$name: nix substituted ${#CLOSURE[@]} paths with require-sigs, NARs identical"
+}
+
+# ---- dir backend: a cache written by `narcache cache add`
+CACHE=$TMP/cache
+"$cli" cache add --to "$CACHE" --key-file "$TMP/sk" --compression zstd --closure "$P_BUILT"
+start_server dir --cache "$CACHE"
+substitute dir "http://127.0.0.1:$PORT"
+DIR_PORT=$PORT
+
+# ---- nixstore backend, NARs made on the fly, plain and zstd
+start_server nixstore --nix-store --key-file "$TMP/sk"
+substitute nixstore "http://127.0.0.1:$PORT"
+start_server nixstore-zstd --nix-store --key-file "$TMP/sk" --compression zstd
+substitute nixstore-zstd "http://127.0.0.1:$PORT"
+
+# ---- a tampered narinfo is refused by the client
+BAD=$TMP/bad
+cp -r "$CACHE" "$BAD"
+h=$(basename "$P_BUILT" | cut -c1-32)
+sed -i 's/^NarSize: \([0-9]*\)$/NarSize: 1\1/' "$BAD/$h.narinfo"
+grep -q '^NarSize: 1' "$BAD/$h.narinfo"
+start_server tampered --cache "$BAD"
+if XDG_CACHE_HOME=$TMP/xdg-tampered "${NIX[@]}" copy "${NIXOPTS[@]}" --option require-sigs true \
+    --option trusted-public-keys "$PK" --from "http://127.0.0.1:$PORT" \
+    --to "local?root=$TMP/root-tampered" "$P_BUILT" 2>"$TMP/tampered.err"; then
+    echo "nix accepted a tampered narinfo" >&2; exit 1
+fi
+grep -qi 'signature' "$TMP/tampered.err" || { cat "$TMP/tampered.err" >&2; exit 1; }
+echo "tampered narinfo: refused by the client"
+
+# ---- a truncated NAR is detected (uncompressed cache, NAR cut short)
+CUT=$TMP/cut
+"$cli" cache add --to "$CUT" --key-file "$TMP/sk" --compression none --closure "$P_BUILT"
+nar=$(sed -n 's/^URL: //p' "$CUT/$h.narinfo")
+size=$(stat -c %s "$CUT/$nar")
+truncate -s $((size / 2)) "$CUT/$nar"
+start_server truncated --cache "$CUT"
+if XDG_CACHE_HOME=$TMP/xdg-cut "${NIX[@]}" copy "${NIXOPTS[@]}" --option require-sigs true \
+    --option trusted-public-keys "$PK" --from "http://127.0.0.1:$PORT" \
+    --to "local?root=$TMP/root-cut" "$P_BUILT" 2>"$TMP/cut.err"; then
+    echo "nix accepted a truncated NAR" >&2; exit 1
+fi
+# (Nix may leave a partial tree behind, but never registers the path.)
+if "${NIX[@]}" path-info --store "local?root=$TMP/root-cut" "$P_BUILT" >/dev/null 2>&1; then
+    echo "truncated NAR: the path was registered as valid" >&2; exit 1
+fi
+echo "truncated NAR: detected: $(grep -m1 -i "error" "$TMP/cut.err")"
+grep -qi "error" "$TMP/cut.err"
+
+# ---- the servers stop cleanly on SIGTERM
+for p in "${pids[@]}"; do kill -TERM "$p"; done
+for p in "${pids[@]}"; do
+    wait "$p" || { echo "narcache-server $p exited with $?" >&2; exit 1; }
+done
+pids=()
+grep -q 'stopped' "$TMP/dir.log"
+echo "server_nix: ok"

@@ -1,0 +1,668 @@
+/* The HTTP server (server.h) over real sockets on 127.0.0.1: a server on
+ * its own loop in a thread, serving the Nix-written golden cache through
+ * the dir backend or test backends that fail on purpose; raw requests
+ * from a table, pipelining, keep-alive, HEAD, Range, refusals, timeouts,
+ * store errors, a body failing in the middle, health and stopping, and
+ * running out of file descriptors (in a child process). */
+#define _GNU_SOURCE
+#include <narcache.h>
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "test_support.h"
+
+#define REF_HASH "dyfyrpszi87hixnk6as80dh2j3vy31yh"
+#define REF_NAR "05ffilpd1m3pgc62x6c3gkr6q3hkwfv8hdax812mbb5jpzb4ncir.nar"
+
+/* ------------------------------------------------------------------ */
+/* A server in a thread                                                */
+/* ------------------------------------------------------------------ */
+
+typedef struct running {
+  narcache_store *store;
+  narcache_server *server;
+  pthread_t thread;
+  int port;
+  atomic_int healthy_calls;
+  atomic_int access_calls;
+  atomic_int last_status;
+  atomic_int stopped;
+} running;
+
+static void on_healthy(void *ud, narcache_server *s) {
+  (void)s;
+  atomic_fetch_add(&((running *)ud)->healthy_calls, 1);
+}
+
+static void on_access(void *ud, const narcache_access_record *r) {
+  running *run = ud;
+  atomic_fetch_add(&run->access_calls, 1);
+  atomic_store(&run->last_status, r->status);
+}
+
+static void on_stopped(void *ud, narcache_server *s) {
+  (void)s;
+  atomic_store(&((running *)ud)->stopped, 1);
+}
+
+static void *serve(void *p) {
+  running *run = p;
+  narcache_server_run(run->server);
+  return NULL;
+}
+
+typedef struct option_value {
+  int option;
+  int64_t value;
+} option_value;
+
+/* Start a server on a free port with `opts` (terminated by option 0). */
+static void start(running *run, narcache_store *store, const option_value *opts) {
+  memset(run, 0, sizeof *run);
+  run->store = store;
+  assert_int_equal(narcache_server_new(&run->server, NULL, store), 0);
+  narcache_server_hooks h = {.version = NARCACHE_SERVER_HOOKS_VERSION,
+                             .healthy = on_healthy,
+                             .access = on_access,
+                             .stopped = on_stopped};
+  assert_int_equal(narcache_server_set_hooks(run->server, &h, run), 0);
+  assert_int_equal(narcache_server_set_option(run->server, NARCACHE_OPT_PROBE_INTERVAL_MS, 50), 0);
+  for (; opts != NULL && opts->option != 0; opts++)
+    assert_int_equal(narcache_server_set_option(run->server, opts->option, opts->value), 0);
+  assert_int_equal(narcache_server_listen(run->server, "127.0.0.1:0", 0), 0);
+  run->port = narcache_server_port(run->server, 0);
+  assert_true(run->port > 0);
+  assert_int_equal(narcache_server_start(run->server), 0);
+  assert_int_equal(pthread_create(&run->thread, NULL, serve, run), 0);
+}
+
+static void stop(running *run) {
+  assert_int_equal(narcache_server_stop(run->server), 0);
+  pthread_join(run->thread, NULL);
+  assert_int_equal(atomic_load(&run->stopped), 1);
+  narcache_server_free(run->server);
+  narcache_store_free(run->store);
+}
+
+static narcache_store *golden_store(void) {
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s/narinfo/caches/none", test_data_dir());
+  narcache_store *s = NULL;
+  assert_int_equal(narcache_store_dir_new(&s, dir, 0), 0);
+  return s;
+}
+
+/* ------------------------------------------------------------------ */
+/* A client                                                            */
+/* ------------------------------------------------------------------ */
+
+static int connect_to(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  struct timeval tv = {5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+static void send_all(int fd, const char *data, size_t len) {
+  while (len > 0) {
+    ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+    assert_true(n > 0);
+    data += n;
+    len -= (size_t)n;
+  }
+}
+
+/* Read until the server closes (or 5 s pass). */
+static char *read_to_close(int fd, size_t *len) {
+  size_t cap = 1 << 16, n = 0;
+  char *buf = malloc(cap + 1);
+  for (;;) {
+    if (n == cap)
+      buf = realloc(buf, (cap *= 2) + 1);
+    ssize_t got = recv(fd, buf + n, cap - n, 0);
+    if (got <= 0)
+      break;
+    n += (size_t)got;
+  }
+  buf[n] = '\0';
+  *len = n;
+  return buf;
+}
+
+/* One parsed response. */
+typedef struct response {
+  int status;
+  char head[4096];
+  const char *body;
+  size_t body_len;
+  size_t total; /* bytes of head + body */
+} response;
+
+static const char *field(const response *r, const char *name) {
+  static char value[512];
+  size_t n = strlen(name);
+  for (const char *p = strstr(r->head, "\r\n"); p != NULL; p = strstr(p + 2, "\r\n")) {
+    if (strncasecmp(p + 2, name, n) == 0 && p[2 + n] == ':') {
+      const char *v = p + 2 + n + 1;
+      while (*v == ' ')
+        v++;
+      const char *end = strstr(v, "\r\n");
+      snprintf(value, sizeof value, "%.*s", (int)(end - v), v);
+      return value;
+    }
+  }
+  return NULL;
+}
+
+/* Parse the response at `data` (one of a sequence). `head_only`: a HEAD
+ * response, whose Content-Length announces a body that is not sent. */
+static int parse_response(response *r, const char *data, size_t len, int head_only) {
+  memset(r, 0, sizeof *r);
+  const char *end = memmem(data, len, "\r\n\r\n", 4);
+  if (end == NULL || sscanf(data, "HTTP/1.1 %d ", &r->status) != 1)
+    return -1;
+  size_t head_len = (size_t)(end - data) + 4;
+  snprintf(r->head, sizeof r->head, "%.*s", (int)head_len, data);
+  const char *cl = field(r, "Content-Length");
+  size_t body = cl != NULL && !head_only && r->status != 304 ? (size_t)strtoull(cl, NULL, 10) : 0;
+  r->body = data + head_len;
+  r->body_len = body;
+  r->total = head_len + body;
+  return head_len + body <= len ? 0 : -1;
+}
+
+/* Send `raw`, read to close, parse exactly `count` responses. */
+static char *exchange(int port, const char *raw, response *rs, int count, const int *head_only) {
+  int fd = connect_to(port);
+  send_all(fd, raw, strlen(raw));
+  size_t len = 0;
+  char *buf = read_to_close(fd, &len);
+  close(fd);
+  size_t off = 0;
+  for (int i = 0; i < count; i++) {
+    int rc = parse_response(&rs[i], buf + off, len - off, head_only != NULL && head_only[i]);
+    if (rc != 0)
+      fail_msg("response %d of %d missing or short in:\n%s", i + 1, count, buf);
+    off += rs[i].total;
+  }
+  assert_int_equal(off, len); /* nothing after the last response */
+  return buf;
+}
+
+#define GET(path) "GET " path " HTTP/1.1\r\nHost: t\r\n\r\n"
+#define GET_CLOSE(path) "GET " path " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+
+/* ------------------------------------------------------------------ */
+/* Tests                                                               */
+/* ------------------------------------------------------------------ */
+
+static void test_objects_keepalive_pipelining(void **state) {
+  (void)state;
+  running run;
+  start(&run, golden_store(), NULL);
+  size_t nar_len = 0, ni_len = 0;
+  char *nar = test_data_slurp("narinfo/caches/none/nar/" REF_NAR, &nar_len);
+  char *ni = test_data_slurp("narinfo/caches/none/" REF_HASH ".narinfo", &ni_len);
+  response rs[5];
+  const int head_only[5] = {0, 1, 0, 0, 0};
+  /* five requests in one write: answered in order on one connection */
+  char *buf = exchange(run.port,
+                       GET("/nix-cache-info") "HEAD /" REF_HASH ".narinfo HTTP/1.1\r\nHost: t\r\n\r\n"
+                       GET("/" REF_HASH ".narinfo") GET("/nar/" REF_NAR)
+                       GET_CLOSE("/00000000000000000000000000000000.narinfo"),
+                       rs, 5, head_only);
+  assert_int_equal(rs[0].status, 200);
+  assert_string_equal(field(&rs[0], "Content-Type"), "text/x-nix-cache-info");
+  assert_memory_equal(rs[0].body, "StoreDir: /nix/store\n", 21);
+  assert_int_equal(rs[1].status, 200);
+  assert_int_equal(strtoull(field(&rs[1], "Content-Length"), NULL, 10), ni_len);
+  assert_int_equal(rs[2].status, 200);
+  assert_int_equal(rs[2].body_len, ni_len);
+  assert_memory_equal(rs[2].body, ni, ni_len);
+  assert_int_equal(rs[3].status, 200);
+  assert_int_equal(rs[3].body_len, nar_len);
+  assert_memory_equal(rs[3].body, nar, nar_len);
+  assert_string_equal(field(&rs[3], "Accept-Ranges"), "bytes");
+  assert_non_null(field(&rs[3], "ETag"));
+  assert_int_equal(rs[4].status, 404); /* genuine absence */
+  assert_non_null(strstr(rs[4].head, "Connection: close"));
+  free(buf);
+  assert_int_equal(atomic_load(&run.access_calls), 5);
+
+  /* keep-alive: a second request on the same connection later */
+  int fd = connect_to(run.port);
+  for (int i = 0; i < 2; i++) {
+    const char *req = GET("/" REF_HASH ".narinfo");
+    send_all(fd, req, strlen(req));
+    char got[4096];
+    size_t n = 0;
+    response r;
+    while (parse_response(&r, got, n, 0) != 0) {
+      ssize_t k = recv(fd, got + n, sizeof got - n, 0);
+      assert_true(k > 0);
+      n += (size_t)k;
+    }
+    assert_int_equal(r.status, 200);
+    assert_int_equal(n, r.total);
+  }
+  close(fd);
+  free(nar);
+  free(ni);
+  stop(&run);
+}
+
+static void test_ranges(void **state) {
+  (void)state;
+  running run;
+  start(&run, golden_store(), NULL);
+  size_t nar_len = 0;
+  char *nar = test_data_slurp("narinfo/caches/none/nar/" REF_NAR, &nar_len);
+  char req[600];
+  response r;
+  struct {
+    const char *range;
+    int status;
+    size_t first, len;
+  } cases[] = {
+      {"bytes=10-19", 206, 10, 10},
+      {"bytes=200-", 206, 200, 16},
+      {"bytes=-5", 206, 211, 5},
+      {"bytes=0-100000", 206, 0, 216},
+      {"bytes=216-", 416, 0, 0},
+      {"bytes=5-1", 200, 0, 216},     /* invalid: ignored */
+      {"bytes=0-1,5-6", 200, 0, 216}, /* several: the whole object */
+      {"items=0-1", 200, 0, 216},
+  };
+  assert_int_equal(nar_len, 216);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    snprintf(req, sizeof req,
+             "GET /nar/" REF_NAR " HTTP/1.1\r\nHost: t\r\nRange: %s\r\nConnection: close\r\n\r\n",
+             cases[i].range);
+    char *buf = exchange(run.port, req, &r, 1, NULL);
+    assert_int_equal(r.status, cases[i].status);
+    if (r.status == 416) {
+      assert_string_equal(field(&r, "Content-Range"), "bytes */216");
+    } else {
+      assert_int_equal(r.body_len, cases[i].len);
+      assert_memory_equal(r.body, nar + cases[i].first, cases[i].len);
+      if (r.status == 206) {
+        char want[80];
+        snprintf(want, sizeof want, "bytes %zu-%zu/216", cases[i].first,
+                 cases[i].first + cases[i].len - 1);
+        assert_string_equal(field(&r, "Content-Range"), want);
+      }
+    }
+    free(buf);
+  }
+  /* If-None-Match with the ETag: 304, no body */
+  char *buf = exchange(run.port,
+                       "GET /nar/" REF_NAR " HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"" REF_NAR
+                       "\"\r\nConnection: close\r\n\r\n",
+                       &r, 1, NULL);
+  assert_int_equal(r.status, 304);
+  free(buf);
+  free(nar);
+  stop(&run);
+}
+
+/* Requests refused as such: the status, and the connection closes. */
+static void test_refusals(void **state) {
+  (void)state;
+  running run;
+  option_value opts[] = {{NARCACHE_OPT_MAX_TARGET_BYTES, 100}, {NARCACHE_OPT_MAX_HEADERS, 8}, {0, 0}};
+  start(&run, golden_store(), opts);
+  char long_target[400] = "GET /";
+  memset(long_target + 5, 'a', 200);
+  strcpy(long_target + 205, " HTTP/1.1\r\nHost: t\r\n\r\n");
+  char many_headers[1000] = "GET / HTTP/1.1\r\nHost: t\r\n";
+  for (int i = 0; i < 10; i++)
+    sprintf(many_headers + strlen(many_headers), "X-%d: y\r\n", i);
+  strcat(many_headers, "\r\n");
+  struct {
+    const char *raw;
+    int status;
+  } cases[] = {
+      {"GET / HTTP/1.1\nHost: t\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", 400},
+      {"PUT /nix-cache-info HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc", 405},
+      {"BREW /pot HTTP/1.1\r\nHost: t\r\n\r\n", 501},
+      {"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505},
+      {"GET / HTTP/1.1\r\n\r\n", 400}, /* no Host */
+      {"GET http://t/nix-cache-info HTTP/1.1\r\nHost: t\r\n\r\n", 400},
+      {long_target, 414},
+      {many_headers, 431},
+      {"GET /nar/..%2f..%2fetc%2fpasswd HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 404},
+      {"GET /nar/../nix-cache-info HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 404},
+      {"GET /" REF_HASH ".narinfo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nab", 400},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    response r;
+    char *buf = exchange(run.port, cases[i].raw, &r, 1, NULL);
+    if (r.status != cases[i].status)
+      fail_msg("case %zu: status %d, want %d:\n%s", i, r.status, cases[i].status, buf);
+    if (r.status == 405)
+      assert_string_equal(field(&r, "Allow"), "GET, HEAD");
+    free(buf);
+  }
+  stop(&run);
+}
+
+/* A connection that sends half a head is closed by the header timeout;
+ * an idle keep-alive one by the idle timeout. */
+static void test_timeouts(void **state) {
+  (void)state;
+  running run;
+  option_value opts[] = {{NARCACHE_OPT_HEADER_TIMEOUT_MS, 200}, {NARCACHE_OPT_IDLE_TIMEOUT_MS, 300}, {0, 0}};
+  start(&run, golden_store(), opts);
+  int fd = connect_to(run.port);
+  send_all(fd, "GET /nix-cache-info HTTP/1.1\r\nHo", 32);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  char c;
+  assert_int_equal(recv(fd, &c, 1, 0), 0); /* closed, nothing sent */
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  assert_true(waited >= 0.15 && waited < 3.0);
+  close(fd);
+
+  fd = connect_to(run.port);
+  const char *req = GET("/nix-cache-info");
+  send_all(fd, req, strlen(req));
+  size_t len = 0;
+  char *buf = read_to_close(fd, &len); /* the response, then the idle close */
+  response r;
+  assert_int_equal(parse_response(&r, buf, len, 0), 0);
+  assert_int_equal(r.status, 200);
+  assert_int_equal(r.total, len);
+  free(buf);
+  close(fd);
+  stop(&run);
+}
+
+/* ------------------------------------------------------------------ */
+/* Backends that fail                                                  */
+/* ------------------------------------------------------------------ */
+
+static atomic_int probe_rc;
+
+static int failing_open(void *ctx, int kind, const char *name, size_t len, narcache_reader *out);
+
+typedef struct broken_body {
+  uint64_t fail_at;
+} broken_body;
+
+static int broken_read(void *ctx, uint64_t offset, void *buf, size_t len, size_t *got) {
+  broken_body *b = ctx;
+  if (offset >= b->fail_at)
+    return NARCACHE_EIO;
+  size_t n = len < b->fail_at - offset ? len : (size_t)(b->fail_at - offset);
+  memset(buf, 'x', n);
+  *got = n;
+  return 0;
+}
+
+static void broken_close(void *ctx) { free(ctx); }
+
+/* narinfo names pick the outcome: "unavail..." (503), "broken..." (500);
+ * NAR "big.nar" announces 8 MiB and fails after 1 MiB. */
+static int failing_open(void *ctx, int kind, const char *name, size_t len, narcache_reader *out) {
+  (void)ctx;
+  if (kind == NARCACHE_OBJECT_NARINFO && len == 32 && name[0] == 'v')
+    return NARCACHE_EUNAVAIL;
+  if (kind == NARCACHE_OBJECT_NARINFO && len == 32 && name[0] == 'b')
+    return NARCACHE_EIO;
+  if (kind == NARCACHE_OBJECT_NAR && len == 7 && memcmp(name, "big.nar", 7) == 0) {
+    broken_body *b = malloc(sizeof *b);
+    b->fail_at = 1 << 20;
+    out->size = 8 << 20;
+    out->fd = -1;
+    out->read = broken_read;
+    out->close = broken_close;
+    out->ctx = b;
+    return 0;
+  }
+  return NARCACHE_ENOTFOUND;
+}
+
+static int failing_probe(void *ctx) {
+  (void)ctx;
+  return atomic_load(&probe_rc);
+}
+
+static narcache_store *failing_store(void) {
+  narcache_store_methods m = {.version = NARCACHE_STORE_METHODS_VERSION,
+                              .open = failing_open,
+                              .probe = failing_probe};
+  narcache_store *s = NULL;
+  assert_int_equal(narcache_store_new(&s, &m, NULL), 0);
+  return s;
+}
+
+static void test_store_errors(void **state) {
+  (void)state;
+  atomic_store(&probe_rc, 0);
+  running run;
+  start(&run, failing_store(), NULL);
+  response r;
+  char *buf = exchange(run.port, GET_CLOSE("/vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv.narinfo"), &r, 1, NULL);
+  assert_int_equal(r.status, 503); /* transient: never 404 */
+  assert_non_null(field(&r, "Retry-After"));
+  free(buf);
+  buf = exchange(run.port, GET_CLOSE("/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.narinfo"), &r, 1, NULL);
+  assert_int_equal(r.status, 500);
+  free(buf);
+  buf = exchange(run.port, GET_CLOSE("/00000000000000000000000000000000.narinfo"), &r, 1, NULL);
+  assert_int_equal(r.status, 404);
+  free(buf);
+
+  /* a body that fails after 1 MiB: the connection is cut, never a
+   * complete-looking short 200 */
+  int fd = connect_to(run.port);
+  const char *req = GET_CLOSE("/nar/big.nar");
+  send_all(fd, req, strlen(req));
+  size_t len = 0;
+  buf = read_to_close(fd, &len);
+  close(fd);
+  assert_int_equal(parse_response(&r, buf, len, 0), -1); /* short */
+  assert_int_equal(r.status, 200);
+  assert_string_equal(field(&r, "Content-Length"), "8388608");
+  assert_true(len < (8u << 20));
+  free(buf);
+  stop(&run);
+}
+
+static void test_health(void **state) {
+  (void)state;
+  atomic_store(&probe_rc, 0);
+  running run;
+  start(&run, failing_store(), NULL);
+  /* the probe runs every 50 ms: healthy within a second */
+  for (int i = 0; i < 100 && atomic_load(&run.healthy_calls) == 0; i++)
+    usleep(10000);
+  assert_true(atomic_load(&run.healthy_calls) > 0);
+  response r;
+  char *buf = exchange(run.port, GET_CLOSE("/healthz"), &r, 1, NULL);
+  assert_int_equal(r.status, 200);
+  free(buf);
+  /* the store's probe fails: /healthz says so, the hook stops */
+  atomic_store(&probe_rc, NARCACHE_EUNAVAIL);
+  usleep(200000);
+  int calls = atomic_load(&run.healthy_calls);
+  usleep(300000);
+  assert_int_equal(atomic_load(&run.healthy_calls), calls);
+  buf = exchange(run.port, GET_CLOSE("/healthz"), &r, 1, NULL);
+  assert_int_equal(r.status, 503);
+  assert_non_null(strstr(r.body, "store probe failed"));
+  free(buf);
+  /* recovers */
+  atomic_store(&probe_rc, 0);
+  usleep(300000);
+  assert_true(atomic_load(&run.healthy_calls) > calls);
+  buf = exchange(run.port, GET_CLOSE("/metrics"), &r, 1, NULL);
+  assert_int_equal(r.status, 200);
+  assert_non_null(strstr(r.body, "narcache_http_requests_total{route=\"healthz\",status=\"503\"} 1"));
+  assert_non_null(strstr(r.body, "process_open_fds"));
+  free(buf);
+  /* not ready for the embedder's reason */
+  stop(&run);
+}
+
+/* ------------------------------------------------------------------ */
+/* Out of file descriptors                                             */
+/* ------------------------------------------------------------------ */
+
+static long cpu_ticks(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return -1;
+  char buf[1024];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char *p = strrchr(buf, ')');
+  long utime = 0, stime = 0;
+  /* fields after the name: state is 3rd; utime 14th, stime 15th */
+  if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld", &utime, &stime) != 2)
+    return -1;
+  return utime + stime;
+}
+
+/* With RLIMIT_NOFILE 128 and 1000 connection attempts, the server keeps
+ * answering a client that already holds a connection, does not spin, and
+ * accepts again once the pressure is gone. */
+static void test_fd_exhaustion(void **state) {
+  (void)state;
+  int ready[2];
+  assert_int_equal(pipe(ready), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+    close(ready[0]);
+    struct rlimit rl = {128, 128};
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+      _exit(3);
+    running run;
+    start(&run, golden_store(), NULL);
+    if (write(ready[1], &run.port, sizeof run.port) != sizeof run.port)
+      _exit(4);
+    pthread_join(run.thread, NULL);
+    _exit(0);
+  }
+  close(ready[1]);
+  int port = 0;
+  assert_int_equal(read(ready[0], &port, sizeof port), sizeof port);
+  close(ready[0]);
+  struct rlimit rl;
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+
+  int keeper = connect_to(port); /* accepted before the storm */
+  const char *req = GET("/" REF_HASH ".narinfo");
+  usleep(100000);
+  enum { STORM = 1000 };
+  int *storm = malloc(STORM * sizeof *storm);
+  int opened = 0;
+  for (int i = 0; i < STORM; i++) {
+    storm[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (storm[i] < 0)
+      break;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connect(storm[i], (struct sockaddr *)&a, sizeof a); /* EINPROGRESS is fine */
+    opened++;
+  }
+  assert_true(opened > 500);
+  usleep(300000);
+  long before = cpu_ticks(pid);
+  /* the held connection is served, several times, under the storm */
+  for (int i = 0; i < 5; i++) {
+    send_all(keeper, req, strlen(req));
+    char got[4096];
+    size_t n = 0;
+    response r;
+    while (parse_response(&r, got, n, 0) != 0) {
+      ssize_t k = recv(keeper, got + n, sizeof got - n, 0);
+      if (k <= 0)
+        fail_msg("the held connection got no answer under fd exhaustion");
+      n += (size_t)k;
+    }
+    assert_int_equal(r.status, 200);
+  }
+  usleep(1000000);
+  long after = cpu_ticks(pid);
+  long hz = sysconf(_SC_CLK_TCK);
+  /* no busy loop: well under half a CPU over the ~1 s window */
+  if (after - before > hz / 2)
+    fail_msg("server used %ld ticks of CPU in ~1 s under fd exhaustion (spinning?)", after - before);
+  for (int i = 0; i < opened; i++)
+    close(storm[i]);
+  free(storm);
+  close(keeper);
+  usleep(300000);
+  /* accepts again */
+  response r;
+  char *buf = NULL;
+  for (int attempt = 0; attempt < 30; attempt++) {
+    int fd = connect_to(port);
+    struct timeval tv = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    const char *q = GET_CLOSE("/nix-cache-info");
+    send_all(fd, q, strlen(q));
+    size_t len = 0;
+    buf = read_to_close(fd, &len);
+    close(fd);
+    if (parse_response(&r, buf, len, 0) == 0 && r.status == 200)
+      break;
+    free(buf);
+    buf = NULL;
+    usleep(200000);
+  }
+  assert_non_null(buf);
+  assert_int_equal(r.status, 200);
+  free(buf);
+  kill(pid, SIGTERM);
+  int status = 0;
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_objects_keepalive_pipelining),
+      cmocka_unit_test(test_ranges),
+      cmocka_unit_test(test_refusals),
+      cmocka_unit_test(test_timeouts),
+      cmocka_unit_test(test_store_errors),
+      cmocka_unit_test(test_health),
+      cmocka_unit_test(test_fd_exhaustion),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
