@@ -22,6 +22,8 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -63,6 +65,17 @@ static void on_stopped(void *ud, narcache_server *s) {
   atomic_store(&((running *)ud)->stopped, 1);
 }
 
+/* TEST_SERVER_LOG=1 shows the server's log records. */
+static void on_log(void *ud, const narcache_log_record *r) {
+  (void)ud;
+  if (getenv("TEST_SERVER_LOG") == NULL)
+    return;
+  fprintf(stderr, "server log: %s: %s", r->event, r->message);
+  for (size_t i = 0; i < r->n_fields; i++)
+    fprintf(stderr, " %s=%s", r->fields[i].key, r->fields[i].value);
+  fputc('\n', stderr);
+}
+
 static void *serve(void *p) {
   running *run = p;
   narcache_server_run(run->server);
@@ -82,7 +95,8 @@ static void start(running *run, narcache_store *store, const option_value *opts)
   narcache_server_hooks h = {.version = NARCACHE_SERVER_HOOKS_VERSION,
                              .healthy = on_healthy,
                              .access = on_access,
-                             .stopped = on_stopped};
+                             .stopped = on_stopped,
+                             .log = on_log};
   assert_int_equal(narcache_server_set_hooks(run->server, &h, run), 0);
   assert_int_equal(narcache_server_set_option(run->server, NARCACHE_OPT_PROBE_INTERVAL_MS, 50), 0);
   for (; opts != NULL && opts->option != 0; opts++)
@@ -434,6 +448,16 @@ static int failing_open(void *ctx, int kind, const char *name, size_t len, narca
     return NARCACHE_EUNAVAIL;
   if (kind == NARCACHE_OBJECT_NARINFO && len == 32 && name[0] == 'b')
     return NARCACHE_EIO;
+  if (kind == NARCACHE_OBJECT_NAR && len == 8 && memcmp(name, "slow.nar", 8) == 0) {
+    broken_body *b = malloc(sizeof *b);
+    b->fail_at = 32 << 20; /* never fails: 32 MiB announced */
+    out->size = 32 << 20;
+    out->fd = -1;
+    out->read = broken_read;
+    out->close = broken_close;
+    out->ctx = b;
+    return 0;
+  }
   if (kind == NARCACHE_OBJECT_NAR && len == 7 && memcmp(name, "big.nar", 7) == 0) {
     broken_body *b = malloc(sizeof *b);
     b->fail_at = 1 << 20;
@@ -528,6 +552,112 @@ static void test_health(void **state) {
   free(buf);
   /* not ready for the embedder's reason */
   stop(&run);
+}
+
+/* IPv6 and unix listeners; two servers on two loops sharing one port. */
+static int connect_unix(const char *path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  return fd;
+}
+
+static int status_on(int fd) {
+  const char *q = GET_CLOSE("/nix-cache-info");
+  send_all(fd, q, strlen(q));
+  size_t len = 0;
+  char *buf = read_to_close(fd, &len);
+  close(fd);
+  response r;
+  int status = parse_response(&r, buf, len, 0) == 0 ? r.status : -1;
+  free(buf);
+  return status;
+}
+
+static void test_listeners(void **state) {
+  (void)state;
+  running run;
+  memset(&run, 0, sizeof run);
+  run.store = golden_store();
+  assert_int_equal(narcache_server_new(&run.server, NULL, run.store), 0);
+  narcache_server_hooks h = {.version = NARCACHE_SERVER_HOOKS_VERSION, .stopped = on_stopped};
+  assert_int_equal(narcache_server_set_hooks(run.server, &h, &run), 0);
+  char sock[64];
+  snprintf(sock, sizeof sock, "/tmp/narcache-test-%d.sock", (int)getpid());
+  char addr[128];
+  snprintf(addr, sizeof addr, "unix:%s", sock);
+  assert_int_equal(narcache_server_listen(run.server, "127.0.0.1:0", NARCACHE_LISTEN_REUSEPORT), 0);
+  int v6 = narcache_server_listen(run.server, "[::1]:0", 0);
+  assert_int_equal(narcache_server_listen(run.server, addr, 0), 0);
+  assert_int_equal(narcache_server_listen(run.server, "nonsense", 0), NARCACHE_EINVAL);
+  assert_int_equal(narcache_server_listen(run.server, "127.0.0.1:99999", 0), NARCACHE_EINVAL);
+  size_t n = narcache_server_listener_count(run.server);
+  assert_int_equal(n, v6 == 0 ? 3 : 2);
+  char got[160];
+  assert_int_equal(narcache_server_address(run.server, n - 1, got, sizeof got), 0);
+  assert_string_equal(got, addr);
+  int port = narcache_server_port(run.server, 0);
+  assert_int_equal(narcache_server_start(run.server), 0);
+  assert_int_equal(pthread_create(&run.thread, NULL, serve, &run), 0);
+
+  /* a second server on its own loop, same port (SO_REUSEPORT) */
+  running second;
+  memset(&second, 0, sizeof second);
+  second.store = golden_store();
+  assert_int_equal(narcache_server_new(&second.server, NULL, second.store), 0);
+  assert_int_equal(narcache_server_set_hooks(second.server, &h, &second), 0);
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+  assert_int_equal(narcache_server_listen(second.server, addr, NARCACHE_LISTEN_REUSEPORT), 0);
+  assert_int_equal(narcache_server_start(second.server), 0);
+  assert_int_equal(pthread_create(&second.thread, NULL, serve, &second), 0);
+
+  for (int i = 0; i < 20; i++)
+    assert_int_equal(status_on(connect_to(port)), 200);
+  assert_int_equal(status_on(connect_unix(sock)), 200);
+  if (v6 == 0) {
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6,
+                             .sin6_port = htons((uint16_t)narcache_server_port(run.server, 1))};
+    a.sin6_addr = in6addr_loopback;
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(status_on(fd), 200);
+  } else {
+    print_message("no IPv6 loopback here: [::1] not tested\n");
+  }
+  stop(&second);
+  stop(&run);
+  struct stat st;
+  assert_int_equal(stat(sock, &st), -1); /* the socket file is removed */
+}
+
+/* A stop while a client downloads: the response completes, then the
+ * server stops. */
+static void test_graceful_stop(void **state) {
+  (void)state;
+  running run;
+  start(&run, failing_store(), NULL);
+  int fd = connect_to(run.port);
+  /* not read yet: the socket buffers fill and the server waits */
+  const char *req = GET("/nar/slow.nar");
+  send_all(fd, req, strlen(req));
+  usleep(100000);
+  assert_int_equal(narcache_server_stop(run.server), 0);
+  usleep(100000);
+  assert_int_equal(atomic_load(&run.stopped), 0); /* still sending */
+  size_t len = 0;
+  char *buf = read_to_close(fd, &len);
+  close(fd);
+  response r;
+  assert_int_equal(parse_response(&r, buf, len, 0), 0);
+  assert_int_equal(r.status, 200);
+  assert_int_equal(r.body_len, 32u << 20);
+  assert_int_equal(r.total, len); /* then the server closed the connection */
+  free(buf);
+  pthread_join(run.thread, NULL);
+  assert_int_equal(atomic_load(&run.stopped), 1);
+  narcache_server_free(run.server);
+  narcache_store_free(run.store);
 }
 
 /* ------------------------------------------------------------------ */
@@ -662,6 +792,8 @@ int main(void) {
       cmocka_unit_test(test_timeouts),
       cmocka_unit_test(test_store_errors),
       cmocka_unit_test(test_health),
+      cmocka_unit_test(test_listeners),
+      cmocka_unit_test(test_graceful_stop),
       cmocka_unit_test(test_fd_exhaustion),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
