@@ -929,8 +929,18 @@ static void route_request(srv_conn *c) {
   } else if (has_prefix(path, "/nar/")) {
     c->route = ROUTE_NAR;
     kind = NARCACHE_OBJECT_NAR;
-    if (set_name(c, path->p + 5, path->len - 5) < 0)
+    const narcache__http_span *q = &c->req.query;
+    if (path->len == 5 + 52 + 4 && q->len == 5 + 32 && memcmp(q->p, "hash=", 5) == 0) {
+      /* harmonia's "nar/<NarHash>.nar?hash=<hash part>": the same object
+       * as nix-serve's "nar/<hash part>-<NarHash>.nar" */
+      char joined[100];
+      memcpy(joined, q->p + 5, 32);
+      joined[32] = '-';
+      memcpy(joined + 33, path->p + 5, 56);
+      set_name(c, joined, 89);
+    } else if (set_name(c, path->p + 5, path->len - 5) < 0) {
       kind = -1;
+    }
   } else if (has_prefix(path, "/log/")) {
     c->route = ROUTE_LOG;
     kind = NARCACHE_OBJECT_LOG;

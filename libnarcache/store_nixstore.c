@@ -433,12 +433,14 @@ static int compress_to_tmpfile(nixstore *s, narcache_nar_dumper *d, narcache_rea
 }
 
 static int open_nar(nixstore *s, const char *name, size_t len, narcache_reader *out) {
-  /* "<hash part>-<nix32 NarHash>.nar" or the same + ".zst" */
+  /* "<hash part>-<nix32 NarHash>.nar" or the same + ".zst"; also
+   * nix-serve's old "<hash part>.nar" (whatever the path holds now) */
   size_t plain = 32 + 1 + NIX32_SHA256 + 4;
-  int codec = len == plain ? NARCACHE_CODEC_NONE : NARCACHE_CODEC_ZSTD;
-  if ((len != plain && len != plain + 4) || name[32] != '-' ||
-      memcmp(name + plain - 4, codec == NARCACHE_CODEC_NONE ? ".nar" : ".nar.zst",
-             codec == NARCACHE_CODEC_NONE ? 4 : 8) != 0)
+  int codec = len == plain + 4 ? NARCACHE_CODEC_ZSTD : NARCACHE_CODEC_NONE;
+  int legacy = len == 32 + 4 && memcmp(name + 32, ".nar", 4) == 0;
+  if (!legacy && ((len != plain && len != plain + 4) || name[32] != '-' ||
+                  memcmp(name + plain - 4, codec == NARCACHE_CODEC_NONE ? ".nar" : ".nar.zst",
+                         codec == NARCACHE_CODEC_NONE ? 4 : 8) != 0))
     return NARCACHE_ENOTFOUND;
   narcache_narinfo *ni = NULL;
   narcache_nar_dumper *d = NULL;
@@ -446,9 +448,9 @@ static int open_nar(nixstore *s, const char *name, size_t len, narcache_reader *
   if (rc < 0)
     return rc;
   char want[160];
-  rc = nar_name(want, sizeof want, name, ni, codec);
+  rc = legacy ? 0 : nar_name(want, sizeof want, name, ni, codec);
   narcache_narinfo_free(ni);
-  if (rc == 0 && (strlen(want) != len || memcmp(want, name, len) != 0))
+  if (rc == 0 && !legacy && (strlen(want) != len || memcmp(want, name, len) != 0))
     rc = NARCACHE_ENOTFOUND; /* the path was rebuilt with other contents */
   if (rc == 0 && codec == NARCACHE_CODEC_ZSTD) {
     rc = compress_to_tmpfile(s, d, out);

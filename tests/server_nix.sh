@@ -97,6 +97,17 @@ DIR_PORT=$PORT
 # ---- nixstore backend, NARs made on the fly, plain and zstd
 start_server nixstore --nix-store --key-file "$TMP/sk"
 substitute nixstore "http://127.0.0.1:$PORT"
+# nix-serve's and harmonia's NAR URL forms name the same NAR
+h=$(basename "$P_BUILT" | cut -c1-32)
+url=$(python3 -c 'import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+      "http://127.0.0.1:$PORT/$h.narinfo" | sed -n 's/^URL: //p')
+nh=$(basename "$url" .nar | cut -c34-)
+nix-store --dump "$P_BUILT" > "$TMP/built.nar"
+for form in "$url" "nar/$h.nar" "nar/$nh.nar?hash=$h"; do
+    python3 -c 'import sys,urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())' \
+        "http://127.0.0.1:$PORT/$form" | cmp - "$TMP/built.nar"
+done
+echo "nixstore: NAR URL forms $url, nar/$h.nar, nar/$nh.nar?hash=$h serve the same NAR"
 start_server nixstore-zstd --nix-store --key-file "$TMP/sk" --compression zstd
 substitute nixstore-zstd "http://127.0.0.1:$PORT"
 

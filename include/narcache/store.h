@@ -266,7 +266,9 @@ typedef struct narcache_nixstore_options {
  *   - nar/<hash part>-<nix32 NarHash>.nar (and .nar.zst): the NAR dumped
  *     on the fly; a path whose registered NarHash differs from the name is
  *     absent, and a tree that no longer has its registered NarSize is an
- *     I/O error;
+ *     I/O error; nix-serve's old form nar/<hash part>.nar is served too
+ *     (the server also maps harmonia's nar/<NarHash>.nar?hash=<hash part>
+ *     to the first form);
  *   - <hash>.ls: the listing of the path, with narOffset;
  *   - log/<name>.drv: the build log Nix kept for that derivation, served
  *     decompressed (up to 1 GiB), whether or not the .drv is still valid;
