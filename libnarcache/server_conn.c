@@ -45,6 +45,14 @@ enum phase {
 
 enum pump_result { PUMP_DONE, PUMP_AGAIN, PUMP_BLOCKED, PUMP_FAILED };
 
+/* What only a request being answered needs: kept out of idle connections,
+ * which are most of them (10,000 idle keep-alive clients are normal). */
+typedef struct srv_scratch {
+  char head[1536];  /* the response head */
+  char name[600];   /* the object name, percent-decoded */
+  char target[1025]; /* the request target, for logs (truncated) */
+} srv_scratch;
+
 typedef struct srv_conn {
   struct srv_conn *next, *prev;
   srv_t *server;
@@ -67,7 +75,7 @@ typedef struct srv_conn {
   size_t head_len;
   int route;
   char method[16];
-  char target[1025];
+  struct srv_scratch *x; /* while a request is answered; NULL when idle */
   uint64_t started_ns;
   int keep_alive;
   int head_only;
@@ -76,7 +84,6 @@ typedef struct srv_conn {
   uv_work_t work;
   int work_busy;
   int kind;
-  char name[600];
   size_t name_len;
   int open_rc;
   narcache_reader reader;
@@ -86,7 +93,6 @@ typedef struct srv_conn {
 
   /* the response */
   int status;
-  char head[1536];
   size_t head_out, head_pos;
   char *body_mem; /* memory body, owned (narcache__malloc) */
   size_t body_mem_len, body_mem_pos;
@@ -150,7 +156,7 @@ static void on_timer(uv_timer_t *t) {
     if ((int64_t)(now - c->last_progress_ms) >= s->opt[NARCACHE_OPT_BODY_STALL_MS]) {
       narcache__srv_log(s, NARCACHE_LOG_INFO, "send_stalled",
                         "client stopped reading: response aborted",
-                        (narcache_log_field[]){{"peer", c->peer}, {"target", c->target}}, 2);
+                        (narcache_log_field[]){{"peer", c->peer}, {"target", c->x->target}}, 2);
       c->aborted = 1;
       close_conn(c);
       return;
@@ -215,6 +221,7 @@ static void on_handle_closed(uv_handle_t *h) {
   release_reader(c);
   narcache__free(c->pump_buf);
   narcache__free(c->in);
+  narcache__free(c->x);
   if (c->prev != NULL)
     c->prev->next = c->next;
   else
@@ -279,7 +286,7 @@ static void report_access(srv_conn *c) {
     return;
   narcache_access_record r = {1,
                               c->method[0] ? c->method : "-",
-                              c->target,
+                              c->x->target,
                               route_name(c->route),
                               status,
                               c->body_sent,
@@ -312,8 +319,11 @@ static void finish_request(srv_conn *c) {
   c->body_sent = 0;
   c->aborted = 0;
   c->method[0] = '\0';
-  c->target[0] = '\0';
-  if (c->in_len == 0 && c->in_cap > 2 * READ_CHUNK) {
+  narcache__free(c->x);
+  c->x = NULL;
+  narcache__free(c->pump_buf);
+  c->pump_buf = NULL;
+  if (c->in_len == 0) {
     narcache__free(c->in); /* idle connections hold no buffer */
     c->in = NULL;
     c->in_cap = 0;
@@ -368,27 +378,27 @@ static const char *http_date(void) {
 /* Start the head: status line and the fields every response has. */
 static int head_begin(srv_conn *c, int status) {
   c->status = status;
-  return snprintf(c->head, sizeof c->head, "HTTP/1.1 %d %s\r\nServer: narcache\r\nDate: %s\r\n",
+  return snprintf(c->x->head, sizeof c->x->head, "HTTP/1.1 %d %s\r\nServer: narcache\r\nDate: %s\r\n",
                   status, reason_phrase(status), http_date());
 }
 
 /* Append raw text (complete "Name: value\r\n" lines). */
 static void head_add(srv_conn *c, int *n, const char *lines) {
-  if (*n >= 0 && (size_t)*n < sizeof c->head)
-    *n += snprintf(c->head + *n, sizeof c->head - (size_t)*n, "%s", lines);
+  if (*n >= 0 && (size_t)*n < sizeof c->x->head)
+    *n += snprintf(c->x->head + *n, sizeof c->x->head - (size_t)*n, "%s", lines);
 }
 
 static void head_add_field(srv_conn *c, int *n, const char *name, const char *value) {
-  if (*n >= 0 && (size_t)*n < sizeof c->head)
-    *n += snprintf(c->head + *n, sizeof c->head - (size_t)*n, "%s: %s\r\n", name, value);
+  if (*n >= 0 && (size_t)*n < sizeof c->x->head)
+    *n += snprintf(c->x->head + *n, sizeof c->x->head - (size_t)*n, "%s: %s\r\n", name, value);
 }
 
 /* End the head: Content-Length, Connection, blank line. */
 static void head_end(srv_conn *c, int n, uint64_t content_length) {
-  if (n >= 0 && (size_t)n < sizeof c->head)
-    n += snprintf(c->head + n, sizeof c->head - (size_t)n, "Content-Length: %llu\r\n%s\r\n",
+  if (n >= 0 && (size_t)n < sizeof c->x->head)
+    n += snprintf(c->x->head + n, sizeof c->x->head - (size_t)n, "Content-Length: %llu\r\n%s\r\n",
                   (unsigned long long)content_length, c->keep_alive ? "" : "Connection: close\r\n");
-  c->head_out = n > 0 && (size_t)n < sizeof c->head ? (size_t)n : 0;
+  c->head_out = n > 0 && (size_t)n < sizeof c->x->head ? (size_t)n : 0;
   c->head_pos = 0;
 }
 
@@ -461,7 +471,7 @@ static void write_out(srv_conn *c) {
     struct iovec iov[2];
     int n = 0;
     if (c->head_pos < c->head_out)
-      iov[n++] = (struct iovec){c->head + c->head_pos, c->head_out - c->head_pos};
+      iov[n++] = (struct iovec){c->x->head + c->head_pos, c->head_out - c->head_pos};
     if (c->body_mem_pos < c->body_mem_len)
       iov[n++] = (struct iovec){c->body_mem + c->body_mem_pos, c->body_mem_len - c->body_mem_pos};
     struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
@@ -586,7 +596,7 @@ static void pump_done(uv_work_t *w, int status) {
     if (too_slow(c)) {
       narcache__srv_log(s, NARCACHE_LOG_INFO, "send_too_slow",
                         "client below the minimum rate: response aborted",
-                        (narcache_log_field[]){{"peer", c->peer}, {"target", c->target}}, 2);
+                        (narcache_log_field[]){{"peer", c->peer}, {"target", c->x->target}}, 2);
       c->aborted = 1;
       close_conn(c);
       return;
@@ -600,7 +610,7 @@ static void pump_done(uv_work_t *w, int status) {
       narcache__srv_log(s, NARCACHE_LOG_ERROR, "body_failed",
                         "the body could not be produced: connection aborted",
                         (narcache_log_field[]){{"peer", c->peer},
-                                               {"target", c->target},
+                                               {"target", c->x->target},
                                                {"error", c->pump_errno ? strerror(c->pump_errno)
                                                                        : "object shorter than announced"}},
                         3);
@@ -633,7 +643,7 @@ static void queue_pump(srv_conn *c) {
 static void open_work(uv_work_t *w) {
   srv_conn *c = w->data;
   srv_t *s = c->server;
-  c->open_rc = narcache_store_open(&c->reader, s->store, c->kind, c->name, c->name_len);
+  c->open_rc = narcache_store_open(&c->reader, s->store, c->kind, c->x->name, c->name_len);
   if (c->open_rc < 0)
     return;
   c->reader_open = 1;
@@ -725,14 +735,14 @@ static void respond_object(srv_conn *c) {
   uint64_t size = c->small != NULL ? c->small_len : c->reader.size;
   char etag[700] = "";
   if (is_nar)
-    snprintf(etag, sizeof etag, "ETag: \"%.*s\"\r\n", (int)c->name_len, c->name);
-  if (is_nar && etag_matches(&c->req.if_none_match, c->name, c->name_len)) {
+    snprintf(etag, sizeof etag, "ETag: \"%.*s\"\r\n", (int)c->name_len, c->x->name);
+  if (is_nar && etag_matches(&c->req.if_none_match, c->x->name, c->name_len)) {
     int n = head_begin(c, 304);
     head_add(c, &n, etag);
-    if (n >= 0 && (size_t)n < sizeof c->head)
-      n += snprintf(c->head + n, sizeof c->head - (size_t)n, "%s\r\n",
+    if (n >= 0 && (size_t)n < sizeof c->x->head)
+      n += snprintf(c->x->head + n, sizeof c->x->head - (size_t)n, "%s\r\n",
                     c->keep_alive ? "" : "Connection: close\r\n");
-    c->head_out = n > 0 && (size_t)n < sizeof c->head ? (size_t)n : 0;
+    c->head_out = n > 0 && (size_t)n < sizeof c->x->head ? (size_t)n : 0;
     c->head_pos = 0;
     release_reader(c);
     c->phase = PHASE_SEND;
@@ -816,7 +826,7 @@ static void open_done(uv_work_t *w, int status) {
   const char *what = narcache_strerror(rc);
   narcache__srv_log(s, rc == NARCACHE_EUNAVAIL ? NARCACHE_LOG_WARNING : NARCACHE_LOG_ERROR,
                     "store_error", "the store could not answer",
-                    (narcache_log_field[]){{"target", c->target},
+                    (narcache_log_field[]){{"target", c->x->target},
                                            {"error", narcache_errname(rc)},
                                            {"message", what}},
                     3);
@@ -857,7 +867,7 @@ static int hex_value(char ch) {
                                   : -1;
 }
 
-/* Percent-decode `in` into c->name. 0, or -1 if it does not fit. */
+/* Percent-decode `in` into c->x->name. 0, or -1 if it does not fit. */
 static int set_name(srv_conn *c, const char *in, size_t len) {
   size_t n = 0;
   for (size_t i = 0; i < len; i++) {
@@ -866,11 +876,11 @@ static int set_name(srv_conn *c, const char *in, size_t len) {
       ch = (char)(hex_value(in[i + 1]) * 16 + hex_value(in[i + 2]));
       i += 2;
     }
-    if (n + 1 >= sizeof c->name)
+    if (n + 1 >= sizeof c->x->name)
       return -1;
-    c->name[n++] = ch;
+    c->x->name[n++] = ch;
   }
-  c->name[n] = '\0';
+  c->x->name[n] = '\0';
   c->name_len = n;
   return 0;
 }
@@ -917,7 +927,7 @@ static void route_request(srv_conn *c) {
     c->route = ROUTE_CACHE_INFO;
     kind = NARCACHE_OBJECT_CACHE_INFO;
     c->name_len = 0;
-    c->name[0] = '\0';
+    c->x->name[0] = '\0';
   } else if (path->len == 8 && memcmp(path->p, "/healthz", 8) == 0) {
     c->route = ROUTE_HEALTHZ;
     respond_healthz(c);
@@ -969,7 +979,7 @@ static void route_request(srv_conn *c) {
     kind = NARCACHE_OBJECT_LISTING;
     set_name(c, path->p + 1, 32);
   }
-  if (kind < 0 || narcache_object_name_check(kind, c->name, c->name_len) < 0) {
+  if (kind < 0 || narcache_object_name_check(kind, c->x->name, c->name_len) < 0) {
     respond_text(c, 404, "text/plain", "404 Not Found\n", 14, NULL);
     return;
   }
@@ -990,7 +1000,7 @@ static void handle_request(srv_conn *c) {
   srv_t *s = c->server;
   c->started_ns = uv_hrtime();
   copy_span(c->method, sizeof c->method, &c->req.method_name);
-  copy_span(c->target, sizeof c->target, &c->req.target);
+  copy_span(c->x->target, sizeof c->x->target, &c->req.target);
   c->keep_alive = c->req.keep_alive && !s->stopping;
   c->head_only = c->req.method == NARCACHE__HTTP_HEAD;
   c->route = ROUTE_OTHER;
@@ -1038,10 +1048,14 @@ static void process_input(srv_conn *c) {
     return;
   }
   c->started_ns = uv_hrtime();
+  if (c->x == NULL && (c->x = narcache__calloc(1, sizeof *c->x)) == NULL) {
+    close_conn(c); /* out of memory: this client has to come back */
+    return;
+  }
   if (r < 0) {
     c->head_len = c->in_len;
     snprintf(c->method, sizeof c->method, "-");
-    c->target[0] = '\0';
+    c->x->target[0] = '\0';
     c->route = ROUTE_OTHER;
     watch(c, 0);
     uv_timer_stop(&c->timer);
@@ -1052,7 +1066,7 @@ static void process_input(srv_conn *c) {
   int status = narcache__http_parse_head(&c->req, c->in, c->head_len, &limits, &why);
   if (status != 0) {
     snprintf(c->method, sizeof c->method, "-");
-    c->target[0] = '\0';
+    c->x->target[0] = '\0';
     c->route = ROUTE_OTHER;
     watch(c, 0);
     uv_timer_stop(&c->timer);
