@@ -692,17 +692,14 @@ static void test_fd_exhaustion(void **state) {
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
+    /* A fresh process (exec): the server must not start its threads in
+     * a fork of this multi-threaded one. */
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
     close(ready[0]);
-    struct rlimit rl = {128, 128};
-    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-      _exit(3);
-    running run;
-    start(&run, golden_store(), NULL);
-    if (write(ready[1], &run.port, sizeof run.port) != sizeof run.port)
-      _exit(4);
-    pthread_join(run.thread, NULL);
-    _exit(0);
+    char fd_arg[16];
+    snprintf(fd_arg, sizeof fd_arg, "%d", ready[1]);
+    execl("/proc/self/exe", "test_server", "--serve-with-128-fds", fd_arg, (char *)NULL);
+    _exit(5);
   }
   close(ready[1]);
   int port = 0;
@@ -783,8 +780,26 @@ static void test_fd_exhaustion(void **state) {
   waitpid(pid, &status, 0);
 }
 
-int main(void) {
+/* The server process of test_fd_exhaustion: RLIMIT_NOFILE 128, the port
+ * written to fd `argv[2]`, then serving until killed. */
+static int serve_with_128_fds(const char *fd_arg) {
+  struct rlimit rl = {128, 128};
+  if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+    return 3;
+  running run;
+  start(&run, golden_store(), NULL);
+  int fd = atoi(fd_arg);
+  if (write(fd, &run.port, sizeof run.port) != sizeof run.port)
+    return 4;
+  close(fd);
+  pthread_join(run.thread, NULL);
+  return 0;
+}
+
+int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
+  if (argc == 3 && strcmp(argv[1], "--serve-with-128-fds") == 0)
+    return serve_with_128_fds(argv[2]);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_objects_keepalive_pipelining),
       cmocka_unit_test(test_ranges),
