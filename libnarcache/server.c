@@ -540,7 +540,8 @@ static void report_status(srv_t *s) {
   char text[300];
   if (s->healthy)
     snprintf(text, sizeof text, "serving: %zu connections, %llu requests, probe %.1f ms",
-             s->n_conns, (unsigned long long)s->metrics.accepted, s->metrics.probe_seconds * 1e3);
+             s->n_conns, (unsigned long long)s->metrics.requests_total,
+             s->metrics.probe_seconds * 1e3);
   else
     snprintf(text, sizeof text, "unhealthy: %s", s->health_reason);
   s->hooks.status(s->userdata, s, s->healthy, text);
@@ -554,6 +555,7 @@ static void probe_work(uv_work_t *w) {
 static void probe_done(uv_work_t *w, int status) {
   srv_t *s = w->data;
   s->probe_busy = 0;
+  s->probe_stuck_logged = 0;
   s->work_in_flight--;
   uint64_t now = narcache__srv_now_ms(s);
   uint64_t took = now - s->probe_started_ms;
@@ -601,9 +603,10 @@ static void on_probe_timer(uv_timer_t *t) {
       char reason[200];
       snprintf(reason, sizeof reason, "store probe has not returned for %llu ms",
                (unsigned long long)waiting);
-      if (s->healthy) {
+      if (!s->probe_stuck_logged) { /* once per stuck probe */
         narcache_log_field f[1] = {{"reason", reason}};
         narcache__srv_log(s, NARCACHE_LOG_ERROR, "probe_stuck", "health probe stuck", f, 1);
+        s->probe_stuck_logged = 1;
       }
       set_health(s, 0, reason);
       s->metrics.probes_failed++;
@@ -729,6 +732,15 @@ static void on_stop_timeout(uv_timer_t *t) {
   for (struct srv_conn *c = s->conns, *next; c != NULL; c = next) {
     next = narcache__srv_conn_next(c);
     narcache__srv_conn_abort(c);
+  }
+  if (s->work_in_flight > 0) {
+    char n[32];
+    snprintf(n, sizeof n, "%zu", s->work_in_flight);
+    narcache_log_field f[1] = {{"tasks", n}};
+    narcache__srv_log(s, NARCACHE_LOG_ERROR, "stop_blocked",
+                      "threadpool tasks (store calls) are still running: the server stops "
+                      "when they return",
+                      f, 1);
   }
 }
 

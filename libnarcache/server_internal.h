@@ -41,6 +41,7 @@ typedef struct srv_metrics {
   uint64_t latency_count[SRV_LATENCY_BUCKETS + 1]; /* +Inf last */
   double latency_sum;
   uint64_t body_bytes;
+  uint64_t requests_total;
   uint64_t accepted, refused_at_limit, accept_errors, aborted;
   uint64_t probes_ok, probes_failed;
   double probe_seconds; /* duration of the last completed probe */
@@ -84,6 +85,7 @@ struct narcache_server {
   uv_timer_t probe_timer;
   uv_work_t probe_work;
   int probe_busy;
+  int probe_stuck_logged;
   uint64_t probe_started_ms;
   uint64_t probe_expected_ms; /* when the timer should have fired */
   int probe_store_rc;

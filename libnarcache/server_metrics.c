@@ -28,6 +28,7 @@ static int status_slot(int status) {
 void narcache__srv_count_request(srv_t *s, int route, int status, double seconds) {
   if (route < 0 || route >= ROUTE_COUNT)
     route = ROUTE_OTHER;
+  s->metrics.requests_total++;
   s->metrics.requests[route][status_slot(status)]++;
   int b = 0;
   while (b < SRV_LATENCY_BUCKETS && seconds > narcache__srv_latency_bounds[b])

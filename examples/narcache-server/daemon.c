@@ -39,13 +39,37 @@ static void raise_fd_limit(void) {
 typedef struct daemon_state {
   narcache_server *server;
   uv_signal_t sigterm, sigint;
+  uv_timer_t force_exit;
+  int force_exit_armed;
   daemon_systemd sd;
 } daemon_state;
+
+/* Extra time after the server's own stop budget before giving up. */
+#define FORCE_EXIT_GRACE_MS 5000
+
+/* The server cannot finish stopping while a store call it started is
+ * blocked (a wedged disk or NFS mount): no loop can wait out a thread
+ * stuck in the kernel. Rather than hang until systemd's SIGKILL, say so
+ * and leave with a failure status. */
+static void on_force_exit(uv_timer_t *t) {
+  (void)t;
+  daemon_log(NARCACHE_LOG_ERROR, "forced_exit",
+             "store calls are still blocked after the stop timeout: exiting without them", NULL,
+             NULL);
+  _exit(1);
+}
 
 static void on_stop_signal(uv_signal_t *h, int signum) {
   daemon_state *d = h->data;
   daemon_log(NARCACHE_LOG_INFO, "signal", "stopping on signal", "signal", strsignal(signum));
   narcache_server_stop(d->server);
+  if (!d->force_exit_armed) {
+    int64_t budget = 0;
+    (void)narcache_server_get_option(d->server, NARCACHE_OPT_STOP_TIMEOUT_MS, &budget);
+    uv_timer_start(&d->force_exit, on_force_exit, (uint64_t)budget + FORCE_EXIT_GRACE_MS, 0);
+    uv_unref((uv_handle_t *)&d->force_exit); /* never what keeps the loop alive */
+    d->force_exit_armed = 1;
+  }
 }
 
 static void on_stopped(void *userdata, narcache_server *server) {
@@ -53,6 +77,7 @@ static void on_stopped(void *userdata, narcache_server *server) {
   daemon_state *d = userdata;
   uv_close((uv_handle_t *)&d->sigterm, NULL);
   uv_close((uv_handle_t *)&d->sigint, NULL);
+  uv_close((uv_handle_t *)&d->force_exit, NULL);
 }
 
 /* The server's hooks that systemd hears about (daemon_systemd.c). */
@@ -167,6 +192,7 @@ int daemon_run(const daemon_options *o) {
   if ((activated = daemon_systemd_adopt(&d.sd, server)) < 0 ||
       configure(server, o, activated) < 0 || daemon_systemd_configure(&d.sd, server) < 0)
     goto out;
+  uv_timer_init(&loop, &d.force_exit);
   uv_signal_init(&loop, &d.sigterm);
   uv_signal_init(&loop, &d.sigint);
   d.sigterm.data = d.sigint.data = &d;

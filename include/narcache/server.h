@@ -220,7 +220,10 @@ NARCACHE_API int narcache_server_run(narcache_server *server);
 
 /** Stop gracefully: stop accepting, let responses in flight finish within
  *  NARCACHE_OPT_STOP_TIMEOUT_MS, then close everything and call the
- *  `stopped` hook. Safe from any thread, any number of times.
+ *  `stopped` hook. Safe from any thread, any number of times. A store call
+ *  still blocked on the threadpool (a wedged disk) delays `stopped` until
+ *  it returns: no loop can wait out a thread stuck in the kernel; the
+ *  "stop_blocked" log record says so, and a daemon may then exit anyway.
  *  @return 0; NARCACHE_EINVAL. */
 NARCACHE_API int narcache_server_stop(narcache_server *server);
 
