@@ -92,7 +92,22 @@ CACHE=$TMP/cache
 "$cli" cache add --to "$CACHE" --key-file "$TMP/sk" --compression zstd --closure "$P_BUILT"
 start_server dir --cache "$CACHE"
 substitute dir "http://127.0.0.1:$PORT"
-DIR_PORT=$PORT
+# Range with curl -r, and HEAD, against the file the cache holds
+h=$(basename "$P_BUILT" | cut -c1-32)
+nar=$(sed -n 's/^URL: //p' "$CACHE/$h.narinfo")
+curl -sf -r 100-1099 "http://127.0.0.1:$PORT/$nar" | cmp - <(tail -c +101 "$CACHE/$nar" | head -c 1000)
+curl -sf -r -500 "http://127.0.0.1:$PORT/$nar" | cmp - <(tail -c 500 "$CACHE/$nar")
+len=$(curl -sfI "http://127.0.0.1:$PORT/$nar" | tr -d '\r' | sed -n 's/^Content-Length: //Ip')
+[[ $len == "$(stat -c %s "$CACHE/$nar")" ]]
+# An upload to this read-only server: refused at once (405), without
+# waiting for the body that Expect: 100-continue holds back.
+start=$EPOCHREALTIME
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Expect: 100-continue' -T "$CACHE/$nar" \
+       "http://127.0.0.1:$PORT/nar/upload.nar")
+[[ $code == 405 ]] || { echo "PUT answered $code" >&2; exit 1; }
+awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { exit !(b - a < 0.9) }' ||
+    { echo "PUT with Expect: 100-continue was not refused at once" >&2; exit 1; }
+echo "dir: curl -r ranges, HEAD and a refused 100-continue upload: ok"
 
 # ---- nixstore backend, NARs made on the fly, plain and zstd
 start_server nixstore --nix-store --key-file "$TMP/sk"
