@@ -31,7 +31,8 @@ static const char cache_usage_text[] =
     "parts of the paths in the store directory, as Nix does (--closure does\n"
     "not follow those).\n"
     "--compression  zstd (default) or none;  --level  zstd level (default 3)\n"
-    "--jobs         paths copied in parallel (default: the number of CPUs)\n"
+    "--jobs         paths copied in parallel (default: one per CPU that other\n"
+    "               processes leave free, measured over the first 0.1 s)\n"
     "Progress is shown on a terminal. Exit status 0 if every path is in DIR.\n";
 
 typedef struct cache_options {
@@ -487,13 +488,49 @@ static int order_by_size(job_queue *q) {
   return 0;
 }
 
+/* CPU ticks (user + system + ...) of the whole machine that were busy,
+ * and of this process, for judging how many CPUs others leave free. */
+static int busy_ticks(unsigned long long *machine, unsigned long long *self) {
+  FILE *f = fopen("/proc/stat", "r");
+  unsigned long long v[8] = {0};
+  int ok = f != NULL && fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1],
+                               &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) == 8;
+  if (f != NULL)
+    fclose(f);
+  *machine = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]; /* all but idle and iowait */
+  f = fopen("/proc/self/stat", "r");
+  unsigned long utime = 0, stime = 0;
+  ok = ok && f != NULL &&
+       fscanf(f, "%*d %*s %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) == 2;
+  if (f != NULL)
+    fclose(f);
+  *self = (unsigned long long)utime + stime;
+  return ok ? 0 : -1;
+}
+
+/* How many jobs to run: --jobs, or one per CPU that other processes leave
+ * free, judged over the first SAMPLE_MS while the first job already runs.
+ * Compression is nearly all the work, and two compressors sharing one
+ * core finish later than one alone (they evict each other's tables). */
+#define SAMPLE_MS 100
+
+static int free_cpus(unsigned long long machine0, unsigned long long self0, double seconds) {
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  unsigned long long machine1, self1;
+  long hz = sysconf(_SC_CLK_TCK);
+  if (cpus < 1 || hz < 1 || seconds <= 0 || busy_ticks(&machine1, &self1) < 0)
+    return cpus > 0 ? (int)cpus : 1;
+  double others = (double)((machine1 - machine0) - (self1 - self0)) / (double)hz / seconds;
+  long n = cpus - (long)(others + 0.5);
+  return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+}
+
 static int parse_cache_options(int argc, char **argv, cache_options *o) {
   static const char *keys[64];
   o->store_dir = NARCACHE_STORE_DIR;
   o->codec = NARCACHE_CODEC_ZSTD;
   o->level = 3;
-  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  o->jobs = cpus > 0 ? (int)cpus : 1;
+  o->jobs = 0; /* decided once running: see free_cpus() */
   o->key_files = keys;
   int i = 0;
   for (; i < argc && argv[i][0] == '-'; i++) {
@@ -529,7 +566,7 @@ static int parse_cache_options(int argc, char **argv, cache_options *o) {
   }
   o->paths = argv + i;
   o->n_paths = (size_t)(argc - i);
-  if (o->to == NULL || o->n_paths == 0 || o->jobs < 1 || o->jobs > 256) {
+  if (o->to == NULL || o->n_paths == 0 || o->jobs < 0 || o->jobs > 256) {
     cli_error("need --to DIR, at least one PATH, and 1..256 jobs");
     return 2;
   }
@@ -591,13 +628,28 @@ static int cache_add(int argc, char **argv) {
   q.show_progress = isatty(STDERR_FILENO);
   clock_gettime(CLOCK_MONOTONIC, &q.start);
   q.last_flush = q.start;
-  int n = o.jobs < (int)q.count ? o.jobs : (int)q.count;
   pthread_t threads[256];
   worker_ctx w = {&q, src, dst, &o, keys, PTHREAD_MUTEX_INITIALIZER, 0, {NULL, 0}};
+  unsigned long long machine0 = 0, self0 = 0;
+  int sampling = o.jobs == 0 && busy_ticks(&machine0, &self0) == 0;
+  int want = o.jobs > 0 ? o.jobs : 1;
   int started = 0;
-  for (; started < n; started++)
+  for (; started < want && started < (int)q.count; started++)
     if (pthread_create(&threads[started], NULL, worker, &w) != 0)
       break;
+  if (sampling && started == 1 && q.count > 1) {
+    /* the first job runs meanwhile: nothing is lost by waiting */
+    struct timespec pause = {0, SAMPLE_MS * 1000000L}, t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    nanosleep(&pause, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    /* our own first job counts as ours, not as another process's load */
+    int more = free_cpus(machine0, self0, seconds) - 1;
+    for (; more > 0 && started < (int)q.count && started < 256; more--, started++)
+      if (pthread_create(&threads[started], NULL, worker, &w) != 0)
+        break;
+  }
   if (started == 0)
     worker(&w);
   for (int t = 0; t < started; t++)
