@@ -46,6 +46,8 @@ static const struct {
     [NARCACHE_OPT_STOP_TIMEOUT_MS] = {10000, 0, 3600000},
     [NARCACHE_OPT_NARINFO_MAX_AGE] = {300, 0, 31536000},
     [NARCACHE_OPT_RETRY_AFTER] = {5, 1, 3600},
+    [NARCACHE_OPT_MEMORY_CACHE_MS] = {1000, 0, 3600000},
+    [NARCACHE_OPT_MEMORY_CACHE_BYTES] = {16 << 20, 0, INT64_MAX},
 };
 
 static int valid_option(int option) {
@@ -651,6 +653,8 @@ int narcache_server_start(narcache_server *s) {
   s->open_handles = 4;
   s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   s->fd_connection_cap = fd_connection_cap();
+  if (s->opt[NARCACHE_OPT_MEMORY_CACHE_MS] > 0 && s->opt[NARCACHE_OPT_MEMORY_CACHE_BYTES] > 0)
+    s->cache = narcache__srv_cache_new((size_t)s->opt[NARCACHE_OPT_MEMORY_CACHE_BYTES]);
   s->started = 1;
   for (size_t i = 0; i < s->n_listeners; i++)
     start_accepting(s->listeners[i]);
@@ -787,6 +791,7 @@ void narcache_server_free(narcache_server *s) {
     close(s->spare_fd);
   if (s->owns_loop)
     uv_loop_close(&s->own_loop);
+  narcache__srv_cache_free(s->cache);
   narcache__free(s->not_ready);
   narcache__free(s);
 }

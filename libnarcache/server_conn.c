@@ -18,13 +18,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-/* Objects up to this size that are not plain files are read completely by
- * the store task and sent from memory with the head. */
+/* Objects up to this size are read completely by the store task and sent
+ * from memory with the head; larger files go out with sendfile(). */
 #define SMALL_OBJECT_MAX (256 * 1024)
+#define SMALL_FILE_MAX (64 * 1024)
 /* Buffer of a task reading a generated body (a NAR dumped on the fly). */
 #define PUMP_BUFFER (256 * 1024)
 /* Most bytes one pump task moves before letting others have the pool. */
@@ -90,6 +93,7 @@ typedef struct srv_conn {
   int reader_open;
   char *small; /* whole object read by the task (narcache__malloc) */
   size_t small_len;
+  int from_cache; /* small came from the memory cache */
 
   /* the response */
   int status;
@@ -183,6 +187,11 @@ int narcache__srv_conn_start(srv_t *s, int fd, const char *peer) {
   }
   uv_timer_init(s->loop, &c->timer);
   c->poll.data = c->timer.data = c;
+  /* Heads and small bodies are complete when written: waiting for an ACK
+   * (Nagle) would add the client's delayed-ACK time, ~40 ms, to the next
+   * response on the connection. Fails harmlessly on unix sockets. */
+  int one = 1;
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   c->handles_open = 2;
   c->server = s;
   c->fd = fd;
@@ -647,8 +656,10 @@ static void open_work(uv_work_t *w) {
   if (c->open_rc < 0)
     return;
   c->reader_open = 1;
-  /* Small generated objects (narinfo, listings) go out with the head. */
-  if (c->reader.fd < 0 && c->reader.size <= SMALL_OBJECT_MAX && !c->head_only) {
+  /* Small objects (narinfo, listings, small NARs) are read here and go out
+   * with the head in one write: no second trip through the pool. */
+  uint64_t small_max = c->reader.fd >= 0 ? SMALL_FILE_MAX : SMALL_OBJECT_MAX;
+  if (c->reader.size <= small_max && !c->head_only) {
     size_t len = (size_t)c->reader.size, off = 0;
     c->small = narcache__malloc(len > 0 ? len : 1);
     if (c->small == NULL) {
@@ -722,15 +733,26 @@ static int etag_matches(const narcache__http_span *inm, const char *name, size_t
   return 0;
 }
 
+static int cacheable(int kind) {
+  return kind == NARCACHE_OBJECT_NARINFO || kind == NARCACHE_OBJECT_CACHE_INFO;
+}
+
+static uint64_t cache_expiry(srv_t *s) {
+  return narcache__srv_now_ms(s) + (uint64_t)s->opt[NARCACHE_OPT_MEMORY_CACHE_MS];
+}
+
 static void respond_object(srv_conn *c) {
   srv_t *s = c->server;
-  if (c->kind == NARCACHE_OBJECT_CACHE_INFO && c->small != NULL) {
+  if (c->kind == NARCACHE_OBJECT_CACHE_INFO && c->small != NULL && !c->from_cache) {
     int rc = override_cache_info(c);
     if (rc < 0) {
       respond_text(c, 500, "text/plain", "bad nix-cache-info in the store\n", 32, NULL);
       return;
     }
   }
+  if (!c->from_cache && c->small != NULL && cacheable(c->kind))
+    narcache__srv_cache_put(s->cache, c->kind, c->x->name, c->name_len, c->small, c->small_len,
+                            cache_expiry(s));
   int is_nar = c->kind == NARCACHE_OBJECT_NAR;
   uint64_t size = c->small != NULL ? c->small_len : c->reader.size;
   char etag[700] = "";
@@ -820,6 +842,8 @@ static void open_done(uv_work_t *w, int status) {
   }
   release_reader(c);
   if (rc == NARCACHE_ENOTFOUND) {
+    if (cacheable(c->kind))
+      narcache__srv_cache_put(s->cache, c->kind, c->x->name, c->name_len, NULL, 0, cache_expiry(s));
     respond_text(c, 404, "text/plain", "404 Not Found\n", 14, NULL);
     return;
   }
@@ -838,9 +862,40 @@ static void open_done(uv_work_t *w, int status) {
   respond_text(c, rc == NARCACHE_EUNAVAIL ? 503 : 500, "text/plain", body, (size_t)n, NULL);
 }
 
+/* A fresh answer in the memory cache: sent without a trip to the pool. */
+static int answer_from_cache(srv_conn *c, int kind) {
+  srv_t *s = c->server;
+  const char *data = NULL;
+  size_t len = 0;
+  int found = narcache__srv_cache_get(s->cache, kind, c->x->name, c->name_len,
+                                      narcache__srv_now_ms(s), &data, &len);
+  if (found == SRV_CACHE_MISS)
+    return 0;
+  s->metrics.cache_hits++;
+  if (found == SRV_CACHE_ABSENT) {
+    respond_text(c, 404, "text/plain", "404 Not Found\n", 14, NULL);
+    return 1;
+  }
+  c->small = c->head_only ? NULL : narcache__malloc(len > 0 ? len : 1);
+  if (!c->head_only && c->small == NULL)
+    return 0; /* no memory for the copy: ask the store */
+  if (c->small != NULL)
+    memcpy(c->small, data, len);
+  c->small_len = len;
+  c->reader.size = len;
+  c->from_cache = 1;
+  respond_object(c);
+  return 1;
+}
+
 static void ask_store(srv_conn *c, int kind) {
   srv_t *s = c->server;
   c->kind = kind;
+  c->from_cache = 0;
+  memset(&c->reader, 0, sizeof c->reader);
+  c->reader.fd = -1;
+  if (cacheable(kind) && answer_from_cache(c, kind))
+    return;
   c->phase = PHASE_STORE;
   c->open_rc = 0;
   memset(&c->reader, 0, sizeof c->reader);

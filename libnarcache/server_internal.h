@@ -13,7 +13,7 @@
 #include <stdatomic.h>
 #include <uv.h>
 
-#define SRV_OPTION_COUNT 17 /* enum narcache_server_option values 1..16 */
+#define SRV_OPTION_COUNT 19 /* enum narcache_server_option values 1..18 */
 
 /* Routes, for metrics and the access log. */
 enum srv_route {
@@ -42,10 +42,25 @@ typedef struct srv_metrics {
   double latency_sum;
   uint64_t body_bytes;
   uint64_t requests_total;
+  uint64_t cache_hits;
   uint64_t accepted, refused_at_limit, accept_errors, aborted;
   uint64_t probes_ok, probes_failed;
   double probe_seconds; /* duration of the last completed probe */
 } srv_metrics;
+
+/* server_cache.c: short-lived answers for narinfo and nix-cache-info. */
+#define SRV_CACHE_MAX_NAME 64
+#define SRV_CACHE_MAX_OBJECT (16 * 1024)
+enum { SRV_CACHE_MISS = 0, SRV_CACHE_HIT = 1, SRV_CACHE_ABSENT = 2 };
+typedef struct srv_cache srv_cache;
+srv_cache *narcache__srv_cache_new(size_t budget);
+void narcache__srv_cache_free(srv_cache *c);
+int narcache__srv_cache_get(srv_cache *c, int kind, const char *name, size_t len, uint64_t now_ms,
+                            const char **data, size_t *data_len);
+/* data NULL: remember "absent" */
+void narcache__srv_cache_put(srv_cache *c, int kind, const char *name, size_t len,
+                             const char *data, size_t data_len, uint64_t expires_ms);
+void narcache__srv_cache_forget(srv_cache *c, int kind, const char *name, size_t len);
 
 typedef struct srv_listener {
   uv_poll_t poll;
@@ -70,6 +85,7 @@ struct narcache_server {
   void *userdata;
   int64_t opt[SRV_OPTION_COUNT];
   char *not_ready;
+  srv_cache *cache; /* NULL when NARCACHE_OPT_MEMORY_CACHE_MS is 0 */
 
   srv_listener **listeners;
   size_t n_listeners;

@@ -126,6 +126,9 @@ int narcache__srv_metrics_text(srv_t *s, char **out, size_t *out_len) {
   put_gauge(&b, "narcache_http_responses_aborted_total",
             "Responses cut short (client gone, body error, stall).", "counter",
             (double)m->aborted);
+  put_gauge(&b, "narcache_memory_cache_hits_total",
+            "narinfo and nix-cache-info answers served from the memory cache.", "counter",
+            (double)m->cache_hits);
   put_gauge(&b, "narcache_connections_open", "Client connections open.", "gauge",
             (double)s->n_conns);
   put_gauge(&b, "narcache_connections_accepted_total", "Connections accepted.", "counter",

@@ -554,6 +554,54 @@ static void test_health(void **state) {
   stop(&run);
 }
 
+/* narinfo answers, present and absent, are kept in memory for
+ * NARCACHE_OPT_MEMORY_CACHE_MS and then asked from the store again; 0
+ * turns that off. */
+static int narinfo_status(int port) {
+  response r;
+  char *buf = exchange(port, GET_CLOSE("/" REF_HASH ".narinfo"), &r, 1, NULL);
+  free(buf);
+  return r.status;
+}
+
+static void test_memory_cache(void **state) {
+  (void)state;
+  char dir[] = "/tmp/narcache-server-cache-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char file[600];
+  snprintf(file, sizeof file, "%s/%s.narinfo", dir, REF_HASH);
+  size_t ni_len = 0;
+  char *ni = test_data_slurp("narinfo/caches/none/" REF_HASH ".narinfo", &ni_len);
+  for (int ttl_ms = 400; ttl_ms >= 0; ttl_ms -= 400) {
+    narcache_store *st = NULL;
+    assert_int_equal(narcache_store_dir_new(&st, dir, 0), 0);
+    running run;
+    option_value opts[] = {{NARCACHE_OPT_MEMORY_CACHE_MS, ttl_ms}, {0, 0}};
+    start(&run, st, opts);
+    assert_int_equal(narinfo_status(run.port), 404); /* absent ... */
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(ni, 1, ni_len, f), ni_len);
+    fclose(f);
+    /* ... and still absent from the cache, until it expires */
+    assert_int_equal(narinfo_status(run.port), ttl_ms > 0 ? 404 : 200);
+    usleep((useconds_t)ttl_ms * 1000 + 100000);
+    assert_int_equal(narinfo_status(run.port), 200);
+    unlink(file);
+    assert_int_equal(narinfo_status(run.port), ttl_ms > 0 ? 200 : 404);
+    usleep((useconds_t)ttl_ms * 1000 + 100000);
+    assert_int_equal(narinfo_status(run.port), 404);
+    response r;
+    char *buf = exchange(run.port, GET_CLOSE("/metrics"), &r, 1, NULL);
+    assert_non_null(strstr(r.body, ttl_ms > 0 ? "narcache_memory_cache_hits_total 2\n"
+                                              : "narcache_memory_cache_hits_total 0\n"));
+    free(buf);
+    stop(&run);
+  }
+  free(ni);
+  rmdir(dir);
+}
+
 /* IPv6 and unix listeners; two servers on two loops sharing one port. */
 static int connect_unix(const char *path) {
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -807,6 +855,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_timeouts),
       cmocka_unit_test(test_store_errors),
       cmocka_unit_test(test_health),
+      cmocka_unit_test(test_memory_cache),
       cmocka_unit_test(test_listeners),
       cmocka_unit_test(test_graceful_stop),
       cmocka_unit_test(test_fd_exhaustion),

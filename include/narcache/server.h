@@ -153,6 +153,11 @@ enum narcache_server_option {
   NARCACHE_OPT_STOP_TIMEOUT_MS = 14,   /* graceful stop budget (10000) */
   NARCACHE_OPT_NARINFO_MAX_AGE = 15,   /* Cache-Control max-age of narinfo, s (300) */
   NARCACHE_OPT_RETRY_AFTER = 16,       /* Retry-After of a 503, s (5) */
+  /* narinfo and nix-cache-info answers (also "absent") are kept in memory
+   * this many ms and answered without asking the store again (1000; 0:
+   * off). An upload through the server drops its entry at once. */
+  NARCACHE_OPT_MEMORY_CACHE_MS = 17,
+  NARCACHE_OPT_MEMORY_CACHE_BYTES = 18, /* its budget (16 MiB) */
 };
 
 /** Set a numeric option. Before narcache_server_start.
