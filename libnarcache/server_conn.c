@@ -32,6 +32,9 @@
 #define PUMP_BUFFER (256 * 1024)
 /* Most bytes one pump task moves before letting others have the pool. */
 #define PUMP_BUDGET (16u * 1024 * 1024)
+/* File contents from this size on go out with sendfile(); below, copying
+ * them into the pump buffer with their neighbours costs fewer syscalls. */
+#define SENDFILE_MIN (128 * 1024)
 /* Bytes read from the socket at a time beyond the head limit. */
 #define READ_CHUNK 4096
 /* The window over which NARCACHE_OPT_MIN_BODY_RATE is judged. */
@@ -101,6 +104,7 @@ typedef struct srv_conn {
   char *body_mem; /* memory body, owned (narcache__malloc) */
   size_t body_mem_len, body_mem_pos;
   int streaming; /* a body to pump from `reader` */
+  int use_segments; /* ask reader.segment for the next piece */
   uint64_t body_pos, body_end;
   char *pump_buf;
   size_t pump_len, pump_pos;
@@ -521,6 +525,48 @@ static void write_out(srv_conn *c) {
 
 static int socket_would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 
+/* Send the next piece of a segmented body (a NAR made on the fly) when it
+ * is the contents of a large file: with sendfile(), no copy. Small files
+ * and headers are better gathered into the pump buffer (one send for
+ * many of them), so 1 means "read this part instead". 0 to go on; -1 with
+ * pump_result set to stop. */
+static int pump_segment(srv_conn *c) {
+  narcache_nar_segment seg;
+  memset(&seg, 0, sizeof seg);
+  if (c->reader.segment(c->reader.ctx, c->body_pos, &seg) < 0 || seg.length == 0 ||
+      seg.nar_offset != c->body_pos) {
+    c->pump_result = PUMP_FAILED;
+    return -1;
+  }
+  uint64_t left = c->body_end - c->body_pos;
+  uint64_t want = seg.length < left ? seg.length : left;
+  if (seg.kind != NARCACHE_NAR_SEG_FILE || want < SENDFILE_MIN)
+    return 1;
+  if (want > (1u << 22))
+    want = 1u << 22;
+  ssize_t n;
+  for (;;) {
+    if (seg.kind == NARCACHE_NAR_SEG_FILE) {
+      off_t off = (off_t)seg.file_offset;
+      n = sendfile(c->fd, seg.fd, &off, (size_t)want);
+    } else {
+      n = send(c->fd, seg.data, (size_t)want, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    break;
+  }
+  if (n <= 0) {
+    c->pump_errno = n < 0 ? errno : 0;
+    /* 0 from sendfile: the file shrank under us; never a short body */
+    c->pump_result = n < 0 && socket_would_block(errno) ? PUMP_BLOCKED : PUMP_FAILED;
+    return -1;
+  }
+  c->body_pos += (uint64_t)n;
+  c->pump_moved += (uint64_t)n;
+  return 0;
+}
+
 /* Runs on a pool thread. The loop does not touch the socket meanwhile. */
 static void pump_work(uv_work_t *w) {
   srv_conn *c = w->data;
@@ -557,6 +603,13 @@ static void pump_work(uv_work_t *w) {
       }
       c->body_pos += (uint64_t)n;
       c->pump_moved += (uint64_t)n;
+    } else if (c->reader.segment != NULL && c->use_segments) {
+      int r = pump_segment(c);
+      if (r < 0)
+        return;
+      if (r == 0)
+        continue;
+      c->use_segments = 0; /* small pieces: gather them by reading */
     } else {
       if (c->pump_buf == NULL && (c->pump_buf = narcache__malloc(PUMP_BUFFER)) == NULL) {
         c->pump_result = PUMP_FAILED;
@@ -573,6 +626,7 @@ static void pump_work(uv_work_t *w) {
       c->body_pos += got;
       c->pump_len = got;
       c->pump_pos = 0;
+      c->use_segments = c->reader.segment != NULL;
     }
     if (c->pump_moved >= PUMP_BUDGET) {
       c->pump_result = PUMP_AGAIN;
@@ -817,6 +871,7 @@ static void respond_object(srv_conn *c) {
     c->body_mem_len = (size_t)(first + length);
   } else if (length > 0) {
     c->streaming = 1;
+    c->use_segments = c->reader.segment != NULL;
     c->body_pos = first;
     c->body_end = first + length;
     c->pump_len = c->pump_pos = 0;

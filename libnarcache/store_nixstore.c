@@ -315,6 +315,22 @@ static int nar_read(void *ctx, uint64_t offset, void *buf, size_t len, size_t *g
   return NARCACHE_OK;
 }
 
+/* The NAR from `offset` on as the dumper's next piece: header bytes, or a
+ * region of a file for sendfile(). */
+static int nar_segment(void *ctx, uint64_t offset, narcache_nar_segment *seg) {
+  nar_reader *r = ctx;
+  if (offset != r->pos && narcache_nar_dumper_seek(r->dumper, offset) < 0)
+    return NARCACHE_EIO;
+  seg->version = NARCACHE_NAR_SEGMENT_VERSION;
+  int rc = narcache_nar_dumper_next(r->dumper, seg);
+  if (rc <= 0) {
+    r->pos = UINT64_MAX; /* position unknown: seek next time */
+    return NARCACHE_EIO;
+  }
+  r->pos = seg->nar_offset + seg->length; /* the dumper stands after it */
+  return 1;
+}
+
 static void nar_close(void *ctx) {
   nar_reader *r = ctx;
   narcache_nar_dumper_free(r->dumper);
@@ -468,6 +484,7 @@ static int open_nar(nixstore *s, const char *name, size_t len, narcache_reader *
   out->size = narcache_nar_dumper_size(d);
   out->fd = -1;
   out->read = nar_read;
+  out->segment = nar_segment;
   out->close = nar_close;
   out->ctx = r;
   return NARCACHE_OK;

@@ -22,6 +22,7 @@
 #define NARCACHE_STORE_H
 
 #include "common.h"
+#include "nar.h"
 #include "narinfo.h"
 
 #ifdef __cplusplus
@@ -47,7 +48,7 @@ NARCACHE_API int narcache_object_name_check(int kind, const char *name, size_t l
 /* Readers                                                                   */
 /* ------------------------------------------------------------------------ */
 
-#define NARCACHE_READER_VERSION 1
+#define NARCACHE_READER_VERSION 2
 
 /** An object opened for reading: its exact size is known before any byte
  *  is read, and any offset can be read (HTTP Range, resumed sends).
@@ -65,6 +66,14 @@ typedef struct narcache_reader {
   int (*read)(void *ctx, uint64_t offset, void *buf, size_t len, size_t *got);
   void (*close)(void *ctx);
   void *ctx;
+  /* ---- version 2 ---- */
+  /* Optional, with `read`: the bytes from `offset` (< size) on as one piece
+   * that needs no copy -- a NARCACHE_NAR_SEG_BYTES span, or a
+   * NARCACHE_NAR_SEG_FILE region that the server sends with sendfile()
+   * (see nar.h) -- valid until the next call on this reader. A FILE region
+   * yielding fewer bytes than `length` means the object changed: the
+   * response is abandoned. 1 with `seg` filled, or a NARCACHE_E* code. */
+  int (*segment)(void *ctx, uint64_t offset, narcache_nar_segment *seg);
 } narcache_reader;
 
 /** Fill `r` for the byte range [offset, offset + size) of `fd`, which the
