@@ -26,6 +26,9 @@
 #define MAX_LOG_SIZE (1024ull * 1024 * 1024)
 #define DEFAULT_PRIORITY 30
 #define NIX32_SHA256 52
+/* Tree indexes kept between requests (see nixstore.parked). */
+#define PARKED_DUMPERS 8
+
 /* How long a lookup waits for Nix's database before saying "unavailable". */
 #define BUSY_TIMEOUT_MS 2000
 
@@ -54,6 +57,16 @@ typedef struct nixstore {
   int32_t priority;
   int codec; /* NARCACHE_CODEC_NONE or _ZSTD */
   int level;
+  /* Indexes of trees recently served, kept for the next request for the
+   * same path: walking a large tree costs tens of ms before the first
+   * byte, and a client fleet fetches the same NARs again and again. */
+  pthread_mutex_t parked_lock;
+  struct parked_dumper {
+    char hash[33];
+    narcache_nar_dumper *dumper;
+    uint64_t used; /* for choosing the oldest */
+  } parked[PARKED_DUMPERS];
+  uint64_t park_clock;
 } nixstore;
 
 /* ------------------------------------------------------------------ */
@@ -295,9 +308,48 @@ static int open_narinfo(nixstore *s, const char *hash, narcache_reader *out) {
 }
 
 typedef struct nar_reader {
+  nixstore *store;
+  char hash[33];
   narcache_nar_dumper *dumper;
   uint64_t pos;
+  int failed; /* the dumper saw an error: not worth keeping */
 } nar_reader;
+
+/* Take the parked index of `hash`, if any. */
+static narcache_nar_dumper *unpark(nixstore *s, const char *hash) {
+  narcache_nar_dumper *d = NULL;
+  pthread_mutex_lock(&s->parked_lock);
+  for (int i = 0; i < PARKED_DUMPERS && d == NULL; i++)
+    if (s->parked[i].dumper != NULL && memcmp(s->parked[i].hash, hash, 32) == 0) {
+      d = s->parked[i].dumper;
+      s->parked[i].dumper = NULL;
+    }
+  pthread_mutex_unlock(&s->parked_lock);
+  return d;
+}
+
+/* Keep a dumper for the next request of the same path, replacing the
+ * oldest one parked. */
+static void park(nixstore *s, const char *hash, narcache_nar_dumper *d) {
+  narcache_nar_dumper *evicted = NULL;
+  pthread_mutex_lock(&s->parked_lock);
+  int slot = 0;
+  for (int i = 0; i < PARKED_DUMPERS; i++) {
+    if (s->parked[i].dumper == NULL) {
+      slot = i;
+      break;
+    }
+    if (s->parked[i].used < s->parked[slot].used)
+      slot = i;
+  }
+  evicted = s->parked[slot].dumper;
+  memcpy(s->parked[slot].hash, hash, 32);
+  s->parked[slot].hash[32] = '\0';
+  s->parked[slot].dumper = d;
+  s->parked[slot].used = ++s->park_clock;
+  pthread_mutex_unlock(&s->parked_lock);
+  narcache_nar_dumper_free(evicted);
+}
 
 static int nar_read(void *ctx, uint64_t offset, void *buf, size_t len, size_t *got) {
   nar_reader *r = ctx;
@@ -310,8 +362,10 @@ static int nar_read(void *ctx, uint64_t offset, void *buf, size_t len, size_t *g
   int rc = narcache_nar_dumper_read(r->dumper, &out);
   r->pos += out.pos;
   *got = out.pos;
-  if (rc < 0 || (out.pos == 0 && len > 0))
+  if (rc < 0 || (out.pos == 0 && len > 0)) {
+    r->failed = 1;
     return NARCACHE_EIO; /* the tree changed under us: never a short NAR */
+  }
   return NARCACHE_OK;
 }
 
@@ -325,6 +379,7 @@ static int nar_segment(void *ctx, uint64_t offset, narcache_nar_segment *seg) {
   int rc = narcache_nar_dumper_next(r->dumper, seg);
   if (rc <= 0) {
     r->pos = UINT64_MAX; /* position unknown: seek next time */
+    r->failed = 1;
     return NARCACHE_EIO;
   }
   r->pos = seg->nar_offset + seg->length; /* the dumper stands after it */
@@ -333,7 +388,10 @@ static int nar_segment(void *ctx, uint64_t offset, narcache_nar_segment *seg) {
 
 static void nar_close(void *ctx) {
   nar_reader *r = ctx;
-  narcache_nar_dumper_free(r->dumper);
+  if (!r->failed)
+    park(r->store, r->hash, r->dumper);
+  else
+    narcache_nar_dumper_free(r->dumper);
   narcache__free(r);
 }
 
@@ -345,9 +403,16 @@ static int open_dumper(nixstore *s, const char *hash, narcache_narinfo **ni_out,
   int rc = narcache_narinfo_new(&ni, s->store_dir);
   if (rc == 0)
     rc = query_path(s, hash, ni);
-  if (rc == 0)
-    rc = narcache_nar_dumper_new(&d);
-  if (rc == 0) {
+  /* A parked index is used only while the path is still valid (the query
+   * above) and its tree still there; it was built when its size matched. */
+  struct stat st;
+  if (rc == 0 && (d = unpark(s, hash)) != NULL &&
+      (lstat(narcache_narinfo_store_path(ni, NULL), &st) < 0 ||
+       narcache_nar_dumper_seek(d, 0) < 0)) {
+    narcache_nar_dumper_free(d);
+    d = NULL;
+  }
+  if (rc == 0 && d == NULL && (rc = narcache_nar_dumper_new(&d)) == 0) {
     rc = narcache_nar_dumper_open(d, NARCACHE_AT_FDCWD, narcache_narinfo_store_path(ni, NULL));
     if (rc == NARCACHE_EIO && narcache_nar_dumper_syserr(d) == 2 /* ENOENT */)
       rc = NARCACHE_ENOTFOUND; /* registered but gone: absent */
@@ -470,7 +535,10 @@ static int open_nar(nixstore *s, const char *name, size_t len, narcache_reader *
     rc = NARCACHE_ENOTFOUND; /* the path was rebuilt with other contents */
   if (rc == 0 && codec == NARCACHE_CODEC_ZSTD) {
     rc = compress_to_tmpfile(s, d, out);
-    narcache_nar_dumper_free(d);
+    if (rc == 0)
+      park(s, name, d);
+    else
+      narcache_nar_dumper_free(d);
     return rc;
   }
   nar_reader *r = rc == 0 ? narcache__calloc(1, sizeof *r) : NULL;
@@ -481,6 +549,8 @@ static int open_nar(nixstore *s, const char *name, size_t len, narcache_reader *
     return rc;
   }
   r->dumper = d;
+  r->store = s;
+  memcpy(r->hash, name, 32);
   out->size = narcache_nar_dumper_size(d);
   out->fd = -1;
   out->read = nar_read;
@@ -502,7 +572,10 @@ static int open_listing(nixstore *s, const char *hash, narcache_reader *out) {
   if (rc == 0)
     rc = narcache_reader_init_memory(out, json, len);
   narcache_free(json);
-  narcache_nar_dumper_free(d);
+  if (rc == 0)
+    park(s, hash, d); /* `narcache cache add` asks for the NAR next */
+  else
+    narcache_nar_dumper_free(d);
   narcache_narinfo_free(ni);
   return rc;
 }
@@ -649,6 +722,9 @@ static void nixstore_destroy(void *ctx) {
     s->idle = c->next_idle;
     conn_close(c);
   }
+  for (int i = 0; i < PARKED_DUMPERS; i++)
+    narcache_nar_dumper_free(s->parked[i].dumper);
+  pthread_mutex_destroy(&s->parked_lock);
   pthread_cond_destroy(&s->pool_returned);
   pthread_mutex_destroy(&s->pool_lock);
   narcache__free(s->db_uri);
@@ -707,6 +783,7 @@ int narcache_store_nixstore_new(narcache_store **out, const narcache_nixstore_op
   if (s == NULL)
     return NARCACHE_ENOMEM;
   pthread_mutex_init(&s->pool_lock, NULL);
+  pthread_mutex_init(&s->parked_lock, NULL);
   pthread_cond_init(&s->pool_returned, NULL);
   s->priority = o->priority != 0 ? o->priority : DEFAULT_PRIORITY;
   s->codec = o->compression != 0 ? o->compression : NARCACHE_CODEC_NONE;
