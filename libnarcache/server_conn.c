@@ -14,6 +14,8 @@
 #include "narcache/narinfo.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -525,6 +527,30 @@ static void write_out(srv_conn *c) {
 
 static int socket_would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 
+/* sendfile() has no MSG_NOSIGNAL: writing to a connection the client
+ * reset raises SIGPIPE, which would kill an embedding program that did
+ * not ignore it. Pool threads block it, and a SIGPIPE left pending by
+ * such a write is taken back at once. */
+static void block_sigpipe(void) {
+  static _Thread_local int blocked;
+  if (blocked)
+    return;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  blocked = 1;
+}
+
+static void discard_sigpipe(void) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  struct timespec zero = {0, 0};
+  while (sigtimedwait(&set, NULL, &zero) == SIGPIPE)
+    continue;
+}
+
 /* Send the next piece of a segmented body (a NAR made on the fly) when it
  * is the contents of a large file: with sendfile(), no copy. Small files
  * and headers are better gathered into the pump buffer (one send for
@@ -558,6 +584,8 @@ static int pump_segment(srv_conn *c) {
   }
   if (n <= 0) {
     c->pump_errno = n < 0 ? errno : 0;
+    if (c->pump_errno == EPIPE)
+      discard_sigpipe();
     /* 0 from sendfile: the file shrank under us; never a short body */
     c->pump_result = n < 0 && socket_would_block(errno) ? PUMP_BLOCKED : PUMP_FAILED;
     return -1;
@@ -570,6 +598,7 @@ static int pump_segment(srv_conn *c) {
 /* Runs on a pool thread. The loop does not touch the socket meanwhile. */
 static void pump_work(uv_work_t *w) {
   srv_conn *c = w->data;
+  block_sigpipe();
   c->pump_moved = 0;
   c->pump_errno = 0;
   for (;;) {
@@ -596,6 +625,8 @@ static void pump_work(uv_work_t *w) {
         continue;
       if (n <= 0) {
         c->pump_errno = n < 0 ? errno : 0;
+        if (c->pump_errno == EPIPE)
+          discard_sigpipe();
         /* 0 bytes: the file is shorter than announced (truncated under
          * us): never end the body short. */
         c->pump_result = n < 0 && socket_would_block(errno) ? PUMP_BLOCKED : PUMP_FAILED;

@@ -554,6 +554,8 @@ static void test_health(void **state) {
   stop(&run);
 }
 
+static int status_on(int fd);
+
 /* narinfo answers, present and absent, are kept in memory for
  * NARCACHE_OPT_MEMORY_CACHE_MS and then asked from the store again; 0
  * turns that off. */
@@ -599,6 +601,48 @@ static void test_memory_cache(void **state) {
     stop(&run);
   }
   free(ni);
+  rmdir(dir);
+}
+
+/* A client that resets the connection in the middle of a file body sent
+ * with sendfile() must not kill a program that left SIGPIPE at its
+ * default (an embedder). */
+static void test_reset_mid_body_without_sigpipe_handler(void **state) {
+  (void)state;
+  char dir[] = "/tmp/narcache-server-pipe-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char path[600];
+  snprintf(path, sizeof path, "%s/nar", dir);
+  assert_int_equal(mkdir(path, 0755), 0);
+  snprintf(path, sizeof path, "%s/nar/big.nar", dir);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  static char chunk[1 << 16];
+  for (int i = 0; i < 256; i++) /* 16 MiB */
+    assert_int_equal(fwrite(chunk, 1, sizeof chunk, f), sizeof chunk);
+  fclose(f);
+  signal(SIGPIPE, SIG_DFL);
+  narcache_store *st = NULL;
+  assert_int_equal(narcache_store_dir_new(&st, dir, 0), 0);
+  running run;
+  start(&run, st, NULL);
+  for (int round = 0; round < 20; round++) {
+    int fd = connect_to(run.port);
+    const char *req = GET("/nar/big.nar");
+    send_all(fd, req, strlen(req));
+    char buf[4096];
+    assert_true(recv(fd, buf, sizeof buf, 0) > 0);
+    struct linger lg = {1, 0}; /* close with a reset */
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);
+  }
+  usleep(300000);
+  assert_int_equal(status_on(connect_to(run.port)), 404); /* alive; no nix-cache-info here */
+  stop(&run);
+  signal(SIGPIPE, SIG_IGN);
+  unlink(path);
+  snprintf(path, sizeof path, "%s/nar", dir);
+  rmdir(path);
   rmdir(dir);
 }
 
@@ -856,6 +900,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_store_errors),
       cmocka_unit_test(test_health),
       cmocka_unit_test(test_memory_cache),
+      cmocka_unit_test(test_reset_mid_body_without_sigpipe_handler),
       cmocka_unit_test(test_listeners),
       cmocka_unit_test(test_graceful_stop),
       cmocka_unit_test(test_fd_exhaustion),
