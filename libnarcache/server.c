@@ -40,7 +40,7 @@ static const struct {
     [NARCACHE_OPT_MAX_TARGET_BYTES] = {4096, 64, 1 << 16},
     [NARCACHE_OPT_MAX_UPLOAD_BYTES] = {0, 0, INT64_MAX},
     [NARCACHE_OPT_PRIORITY] = {-1, -1, 1000000}, /* -1: as the store says */
-    [NARCACHE_OPT_WANT_MASS_QUERY] = {1, -1, 1}, /* -1: as the store says */
+    [NARCACHE_OPT_WANT_MASS_QUERY] = {-1, -1, 1}, /* -1: as the store says */
     [NARCACHE_OPT_PROBE_INTERVAL_MS] = {1000, 10, 3600000},
     [NARCACHE_OPT_PROBE_TIMEOUT_MS] = {5000, 10, 3600000},
     [NARCACHE_OPT_STOP_TIMEOUT_MS] = {10000, 0, 3600000},

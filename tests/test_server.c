@@ -556,6 +556,31 @@ static void test_health(void **state) {
 
 static int status_on(int fd);
 
+/* nix-cache-info as the store has it, or with the server's Priority and
+ * WantMassQuery put over it. */
+static void test_cache_info_overrides(void **state) {
+  (void)state;
+  for (int override = 0; override < 2; override++) {
+    running run;
+    option_value opts[] = {{NARCACHE_OPT_PRIORITY, 42}, {NARCACHE_OPT_WANT_MASS_QUERY, 1}, {0, 0}};
+    start(&run, golden_store(), override ? opts : NULL);
+    response r;
+    char *buf = exchange(run.port, GET_CLOSE("/nix-cache-info"), &r, 1, NULL);
+    assert_int_equal(r.status, 200);
+    char body[256];
+    snprintf(body, sizeof body, "%.*s", (int)r.body_len, r.body);
+    if (override) {
+      assert_non_null(strstr(body, "StoreDir: /nix/store\n"));
+      assert_non_null(strstr(body, "Priority: 42\n"));
+      assert_non_null(strstr(body, "WantMassQuery: 1\n"));
+    } else {
+      assert_string_equal(body, "StoreDir: /nix/store\n"); /* the file, as stored */
+    }
+    free(buf);
+    stop(&run);
+  }
+}
+
 /* narinfo answers, present and absent, are kept in memory for
  * NARCACHE_OPT_MEMORY_CACHE_MS and then asked from the store again; 0
  * turns that off. */
@@ -900,6 +925,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_store_errors),
       cmocka_unit_test(test_health),
       cmocka_unit_test(test_memory_cache),
+      cmocka_unit_test(test_cache_info_overrides),
       cmocka_unit_test(test_reset_mid_body_without_sigpipe_handler),
       cmocka_unit_test(test_listeners),
       cmocka_unit_test(test_graceful_stop),

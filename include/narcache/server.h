@@ -146,8 +146,10 @@ enum narcache_server_option {
   NARCACHE_OPT_MAX_HEADERS = 7,      /* header lines (64): 431 */
   NARCACHE_OPT_MAX_TARGET_BYTES = 8, /* request-target (4096): 414 */
   NARCACHE_OPT_MAX_UPLOAD_BYTES = 9, /* request body (0: no uploads): 413 */
-  NARCACHE_OPT_PRIORITY = 10,        /* nix-cache-info Priority (from the store) */
-  NARCACHE_OPT_WANT_MASS_QUERY = 11, /* nix-cache-info WantMassQuery (1) */
+  /* nix-cache-info Priority and WantMassQuery (0 or 1) put over the
+   * store's; -1 (the default): as the store has them */
+  NARCACHE_OPT_PRIORITY = 10,
+  NARCACHE_OPT_WANT_MASS_QUERY = 11,
   NARCACHE_OPT_PROBE_INTERVAL_MS = 12, /* health probe period (1000) */
   NARCACHE_OPT_PROBE_TIMEOUT_MS = 13,  /* deadline of each probe part (5000) */
   NARCACHE_OPT_STOP_TIMEOUT_MS = 14,   /* graceful stop budget (10000) */
