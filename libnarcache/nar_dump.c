@@ -680,6 +680,9 @@ void narcache__nar_dumper_set_content_source(narcache_nar_dumper *d, narcache__n
  * else); the copying path instead verifies the size with its reads, which
  * fail for anything that is not a regular file of exactly that size. */
 static int open_file(narcache_nar_dumper *d, int verify) {
+  /* _read may have this file open already when _next hands it out: one
+   * descriptor per dumper, never two. */
+  close_file(d);
   uint32_t i = d->cur;
   const index_node *n = &d->nodes[i];
   int fd = -1;

@@ -388,7 +388,9 @@ static int nar_segment(void *ctx, uint64_t offset, narcache_nar_segment *seg) {
 
 static void nar_close(void *ctx) {
   nar_reader *r = ctx;
-  if (!r->failed)
+  /* Only a dumper that delivered the whole NAR (or nothing) is kept: one
+   * abandoned in the middle of a file (client gone) is not reused. */
+  if (!r->failed && (r->pos == 0 || r->pos == narcache_nar_dumper_size(r->dumper)))
     park(r->store, r->hash, r->dumper);
   else
     narcache_nar_dumper_free(r->dumper);

@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <narcache.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -554,6 +555,53 @@ static void test_dumper_refuses_special_files(void **state) {
   free(tmp);
 }
 
+static int count_open_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  assert_non_null(d);
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+/* Reading part of a file with _read and then asking _next for the rest
+ * (what the server does: small pieces copied, large ones sent with
+ * sendfile) keeps one descriptor per dumper, and the bytes are right. */
+static void test_dumper_read_then_next(void **state) {
+  (void)state;
+  char *tmp = make_temp_dir(), *file = NULL;
+  assert_true(asprintf(&file, "%s/data", tmp) > 0);
+  FILE *f = fopen(file, "w");
+  assert_non_null(f);
+  for (int i = 0; i < 100000; i++)
+    fputc('a' + i % 26, f);
+  fclose(f);
+  int before = count_open_fds();
+  for (int round = 0; round < 50; round++) {
+    narcache_nar_dumper *d = NULL;
+    assert_int_equal(narcache_nar_dumper_new(&d), 0);
+    assert_int_equal(narcache_nar_dumper_open(d, NARCACHE_AT_FDCWD, tmp), 0);
+    char head[400];
+    narcache_outbuf out = {head, sizeof head, 0}; /* headers and the file's start */
+    assert_int_equal(narcache_nar_dumper_read(d, &out), 1);
+    narcache_nar_segment seg = {.version = NARCACHE_NAR_SEGMENT_VERSION};
+    assert_int_equal(narcache_nar_dumper_next(d, &seg), 1);
+    assert_int_equal(seg.kind, NARCACHE_NAR_SEG_FILE);
+    assert_int_equal(seg.nar_offset, sizeof head);
+    char c = 0;
+    assert_int_equal(pread(seg.fd, &c, 1, (off_t)seg.file_offset), 1);
+    assert_int_equal(c, 'a' + (int)(seg.file_offset % 26));
+    narcache_nar_dumper_free(d);
+  }
+  assert_int_equal(count_open_fds(), before);
+  unlink(file);
+  remove_temp_dir(tmp);
+  free(file);
+  free(tmp);
+}
+
 /* A file that changes size after indexing must fail the dump, never
  * produce a wrong NAR. */
 static void test_dumper_detects_changes(void **state) {
@@ -601,6 +649,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_writer_spec_example),
       cmocka_unit_test(test_dumper_refuses_special_files),
       cmocka_unit_test(test_dumper_detects_changes),
+      cmocka_unit_test(test_dumper_read_then_next),
   };
   return cmocka_run_group_tests(tests, load_manifest, free_manifest);
 }
