@@ -5,7 +5,6 @@
 #include "server_internal.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -151,35 +150,44 @@ int narcache_server_set_not_ready(narcache_server *s, const char *reason) {
 /* Listeners                                                           */
 /* ------------------------------------------------------------------ */
 
+/* "ADDR:PORT" or "[V6]:PORT" of an inet address (port in *port); 0, or
+ * -1 for another family. */
+static int format_inet(const struct sockaddr_storage *ss, char *out, size_t size, int *port) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  if (ss->ss_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+    inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+    *port = ntohs(in->sin_port);
+    snprintf(out, size, "%s:%d", host, *port);
+    return 0;
+  }
+  if (ss->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+    *port = ntohs(in6->sin6_port);
+    snprintf(out, size, "[%s]:%d", host, *port);
+    return 0;
+  }
+  return -1;
+}
+
 static void describe_socket(srv_listener *l) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   l->address[0] = '\0';
   l->port = 0;
-  if (getsockname(l->fd, (struct sockaddr *)&ss, &len) < 0)
+  if (getsockname(l->fd, (struct sockaddr *)&ss, &len) < 0 ||
+      format_inet(&ss, l->address, sizeof l->address, &l->port) == 0 || ss.ss_family != AF_UNIX)
     return;
-  char host[INET6_ADDRSTRLEN] = "";
-  if (ss.ss_family == AF_INET) {
-    struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-    inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-    l->port = ntohs(in->sin_port);
-    snprintf(l->address, sizeof l->address, "%s:%d", host, l->port);
-  } else if (ss.ss_family == AF_INET6) {
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-    l->port = ntohs(in6->sin6_port);
-    snprintf(l->address, sizeof l->address, "[%s]:%d", host, l->port);
-  } else if (ss.ss_family == AF_UNIX) {
-    struct sockaddr_un *un = (struct sockaddr_un *)&ss;
-    size_t path_len = len > offsetof(struct sockaddr_un, sun_path)
-                          ? len - offsetof(struct sockaddr_un, sun_path)
-                          : 0;
-    if (path_len > 0 && un->sun_path[0] == '\0')
-      snprintf(l->address, sizeof l->address, "unix:@%.*s", (int)(path_len - 1), un->sun_path + 1);
-    else
-      snprintf(l->address, sizeof l->address, "unix:%.*s", (int)strnlen(un->sun_path, path_len),
-               un->sun_path);
-  }
+  struct sockaddr_un *un = (struct sockaddr_un *)&ss;
+  size_t path_len = len > offsetof(struct sockaddr_un, sun_path)
+                        ? len - offsetof(struct sockaddr_un, sun_path)
+                        : 0;
+  if (path_len > 0 && un->sun_path[0] == '\0')
+    snprintf(l->address, sizeof l->address, "unix:@%.*s", (int)(path_len - 1), un->sun_path + 1);
+  else
+    snprintf(l->address, sizeof l->address, "unix:%.*s", (int)strnlen(un->sun_path, path_len),
+             un->sun_path);
 }
 
 static int add_listener(srv_t *s, int fd, const char *unix_path) {
@@ -412,14 +420,9 @@ static size_t fd_connection_cap(void) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
     return 0;
-  size_t limit = (size_t)rl.rlim_cur, in_use = 0;
-  DIR *d = opendir("/proc/self/fd");
-  if (d != NULL) {
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-      in_use += e->d_name[0] != '.';
-    closedir(d);
-  }
+  size_t limit = (size_t)rl.rlim_cur;
+  long open_now = narcache__srv_open_fds();
+  size_t in_use = open_now > 0 ? (size_t)open_now : 0;
   size_t reserve = limit / 8 > FD_RESERVE_MIN ? limit / 8 : FD_RESERVE_MIN;
   if (reserve > limit / 2)
     reserve = limit / 2;
@@ -439,19 +442,9 @@ static void on_accept_retry(uv_timer_t *t) { resume_accepting(t->data); }
 static void peer_name(int fd, char *out, size_t size) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
-  char host[INET6_ADDRSTRLEN] = "?";
-  snprintf(out, size, "unix");
-  if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
-    return;
-  if (ss.ss_family == AF_INET) {
-    struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-    inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-    snprintf(out, size, "%s:%d", host, ntohs(in->sin_port));
-  } else if (ss.ss_family == AF_INET6) {
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-    snprintf(out, size, "[%s]:%d", host, ntohs(in6->sin6_port));
-  }
+  int port = 0;
+  if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0 || format_inet(&ss, out, size, &port) < 0)
+    snprintf(out, size, "unix");
 }
 
 /* Out of descriptors: give the spare one up for a moment to take the

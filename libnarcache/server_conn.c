@@ -283,12 +283,6 @@ void narcache__srv_conn_stop_gracefully(srv_conn *c) {
 /* Finishing a request                                                 */
 /* ------------------------------------------------------------------ */
 
-static const char *route_name(int route) {
-  static const char *const names[ROUTE_COUNT] = {"cache_info", "narinfo", "nar",     "ls",
-                                                 "log",        "healthz", "metrics", "other"};
-  return route >= 0 && route < ROUTE_COUNT ? names[route] : "other";
-}
-
 static void report_access(srv_conn *c) {
   srv_t *s = c->server;
   double seconds = (double)(uv_hrtime() - c->started_ns) / 1e9;
@@ -302,7 +296,7 @@ static void report_access(srv_conn *c) {
   narcache_access_record r = {1,
                               c->method[0] ? c->method : "-",
                               c->x->target,
-                              route_name(c->route),
+                              narcache__srv_route_name(c->route),
                               status,
                               c->body_sent,
                               (uint64_t)(seconds * 1e6),
@@ -551,6 +545,29 @@ static void discard_sigpipe(void) {
     continue;
 }
 
+/* sendfile() `want` bytes (at most 4 MiB) of `file` at `offset` as the
+ * next body bytes. 0 to go on; -1 with pump_result set to stop (socket
+ * full, client gone, or the file shorter than announced: never a short
+ * body). */
+static int send_file_region(srv_conn *c, int file, uint64_t offset, uint64_t want) {
+  if (want > (1u << 22))
+    want = 1u << 22;
+  off_t off = (off_t)offset;
+  ssize_t n;
+  while ((n = sendfile(c->fd, file, &off, (size_t)want)) < 0 && errno == EINTR)
+    continue;
+  if (n <= 0) {
+    c->pump_errno = n < 0 ? errno : 0;
+    if (c->pump_errno == EPIPE)
+      discard_sigpipe();
+    c->pump_result = n < 0 && socket_would_block(errno) ? PUMP_BLOCKED : PUMP_FAILED;
+    return -1;
+  }
+  c->body_pos += (uint64_t)n;
+  c->pump_moved += (uint64_t)n;
+  return 0;
+}
+
 /* Send the next piece of a segmented body (a NAR made on the fly) when it
  * is the contents of a large file: with sendfile(), no copy. Small files
  * and headers are better gathered into the pump buffer (one send for
@@ -568,31 +585,7 @@ static int pump_segment(srv_conn *c) {
   uint64_t want = seg.length < left ? seg.length : left;
   if (seg.kind != NARCACHE_NAR_SEG_FILE || want < SENDFILE_MIN)
     return 1;
-  if (want > (1u << 22))
-    want = 1u << 22;
-  ssize_t n;
-  for (;;) {
-    if (seg.kind == NARCACHE_NAR_SEG_FILE) {
-      off_t off = (off_t)seg.file_offset;
-      n = sendfile(c->fd, seg.fd, &off, (size_t)want);
-    } else {
-      n = send(c->fd, seg.data, (size_t)want, MSG_NOSIGNAL | MSG_DONTWAIT);
-    }
-    if (n < 0 && errno == EINTR)
-      continue;
-    break;
-  }
-  if (n <= 0) {
-    c->pump_errno = n < 0 ? errno : 0;
-    if (c->pump_errno == EPIPE)
-      discard_sigpipe();
-    /* 0 from sendfile: the file shrank under us; never a short body */
-    c->pump_result = n < 0 && socket_would_block(errno) ? PUMP_BLOCKED : PUMP_FAILED;
-    return -1;
-  }
-  c->body_pos += (uint64_t)n;
-  c->pump_moved += (uint64_t)n;
-  return 0;
+  return send_file_region(c, seg.fd, seg.file_offset, want);
 }
 
 /* Runs on a pool thread. The loop does not touch the socket meanwhile. */
@@ -618,22 +611,9 @@ static void pump_work(uv_work_t *w) {
       c->pump_result = PUMP_DONE;
       return;
     } else if (c->reader.fd >= 0) {
-      off_t off = (off_t)(c->reader.fd_offset + c->body_pos);
-      uint64_t left = c->body_end - c->body_pos;
-      ssize_t n = sendfile(c->fd, c->reader.fd, &off, left < (1u << 22) ? (size_t)left : (1u << 22));
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0) {
-        c->pump_errno = n < 0 ? errno : 0;
-        if (c->pump_errno == EPIPE)
-          discard_sigpipe();
-        /* 0 bytes: the file is shorter than announced (truncated under
-         * us): never end the body short. */
-        c->pump_result = n < 0 && socket_would_block(errno) ? PUMP_BLOCKED : PUMP_FAILED;
+      if (send_file_region(c, c->reader.fd, c->reader.fd_offset + c->body_pos,
+                           c->body_end - c->body_pos) < 0)
         return;
-      }
-      c->body_pos += (uint64_t)n;
-      c->pump_moved += (uint64_t)n;
     } else if (c->reader.segment != NULL && c->use_segments) {
       int r = pump_segment(c);
       if (r < 0)

@@ -137,5 +137,7 @@ struct srv_conn *narcache__srv_conn_next(struct srv_conn *c);
 /* server_metrics.c */
 void narcache__srv_count_request(srv_t *s, int route, int status, double seconds);
 int narcache__srv_metrics_text(srv_t *s, char **out, size_t *out_len);
+const char *narcache__srv_route_name(int route);
+long narcache__srv_open_fds(void); /* this process's, or -1 */
 
 #endif /* NARCACHE_SERVER_INTERNAL_H */

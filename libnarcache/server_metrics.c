@@ -18,6 +18,10 @@ const double narcache__srv_latency_bounds[SRV_LATENCY_BUCKETS] = {
 static const char *const route_names[ROUTE_COUNT] = {"cache_info", "narinfo", "nar",     "ls",
                                                      "log",        "healthz", "metrics", "other"};
 
+const char *narcache__srv_route_name(int route) {
+  return route >= 0 && route < ROUTE_COUNT ? route_names[route] : "other";
+}
+
 static int status_slot(int status) {
   for (int i = 0; i < SRV_STATUS_SLOTS - 1; i++)
     if (narcache__srv_counted_status[i] == status)
@@ -37,7 +41,7 @@ void narcache__srv_count_request(srv_t *s, int route, int status, double seconds
   s->metrics.latency_sum += seconds;
 }
 
-static long open_fds(void) {
+long narcache__srv_open_fds(void) {
   DIR *d = opendir("/proc/self/fd");
   if (d == NULL)
     return -1;
@@ -148,7 +152,7 @@ int narcache__srv_metrics_text(srv_t *s, char **out, size_t *out_len) {
             (double)m->probes_failed);
   put_gauge(&b, "narcache_healthy", "1 if the last health probe passed.", "gauge",
             s->healthy ? 1.0 : 0.0);
-  put_gauge(&b, "process_open_fds", "Open file descriptors.", "gauge", (double)open_fds());
+  put_gauge(&b, "process_open_fds", "Open file descriptors.", "gauge", (double)narcache__srv_open_fds());
   put_gauge(&b, "process_resident_memory_bytes", "Resident set size.", "gauge",
             (double)rss_bytes());
   if (b.failed) {

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE /* pread */
 #include "buffer_internal.h"
 #include "common_internal.h"
+#include "store_internal.h"
 #include "narcache/narinfo.h"
 #include "narcache/store.h"
 
@@ -70,6 +71,45 @@ int narcache_object_name_check(int kind, const char *name, size_t len) {
   default:
     return NARCACHE_EINVAL;
   }
+}
+
+/* ------------------------------------------------------------------ */
+/* Shared by the backends                                              */
+/* ------------------------------------------------------------------ */
+
+int narcache__store_errno(int err) {
+  switch (err) {
+  case ENOENT:
+  case ENOTDIR:
+  case ELOOP:
+    return NARCACHE_ENOTFOUND;
+  case EMFILE:
+  case ENFILE:
+  case ENOMEM:
+  case ENOSPC:
+  case EDQUOT:
+  case EAGAIN:
+  case EINTR:
+  case ETIMEDOUT:
+  case ESTALE:
+    return NARCACHE_EUNAVAIL;
+  default:
+    return NARCACHE_EIO;
+  }
+}
+
+int narcache__store_write_all(int fd, const void *buf, size_t len) {
+  const char *p = buf;
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return narcache__store_errno(errno) == NARCACHE_EUNAVAIL ? NARCACHE_EUNAVAIL : NARCACHE_EIO;
+    p += n;
+    len -= (size_t)n;
+  }
+  return NARCACHE_OK;
 }
 
 /* ------------------------------------------------------------------ */

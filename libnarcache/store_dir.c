@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "buffer_internal.h"
 #include "common_internal.h"
+#include "store_internal.h"
 #include "narcache/narinfo.h"
 #include "narcache/store.h"
 
@@ -50,45 +51,23 @@ typedef struct dir_upload {
   narcache__buf narinfo; /* kept to find the NAR it points to */
 } dir_upload;
 
-static int from_errno(int e) {
-  switch (e) {
-  case ENOENT:
-  case ENOTDIR:
-  case ELOOP: /* a symlink where an object should be: not ours to follow */
-    return NARCACHE_ENOTFOUND;
-  case EMFILE:
-  case ENFILE:
-  case ENOMEM:
-  case EAGAIN:
-  case EINTR:
-  case ETIMEDOUT:
-  case ESTALE:
-    return NARCACHE_EUNAVAIL;
-  default:
-    return NARCACHE_EIO;
-  }
+/* The subdirectory holding objects of a kind (NULL: the root). */
+static const char *kind_dir(int kind) {
+  return kind == NARCACHE_OBJECT_NAR ? "nar" : kind == NARCACHE_OBJECT_LOG ? "log" : NULL;
 }
 
 /* Subdirectory and file name of an object. */
 static const char *object_place(int kind, const char *name, size_t len, char *file,
                                 size_t file_size) {
-  switch (kind) {
-  case NARCACHE_OBJECT_CACHE_INFO:
+  if (kind == NARCACHE_OBJECT_CACHE_INFO)
     snprintf(file, file_size, "nix-cache-info");
-    return NULL;
-  case NARCACHE_OBJECT_NARINFO:
+  else if (kind == NARCACHE_OBJECT_NARINFO)
     snprintf(file, file_size, "%.*s.narinfo", (int)len, name);
-    return NULL;
-  case NARCACHE_OBJECT_LISTING:
+  else if (kind == NARCACHE_OBJECT_LISTING)
     snprintf(file, file_size, "%.*s.ls", (int)len, name);
-    return NULL;
-  case NARCACHE_OBJECT_NAR:
+  else
     snprintf(file, file_size, "%.*s", (int)len, name);
-    return "nar";
-  default:
-    snprintf(file, file_size, "%.*s", (int)len, name);
-    return "log";
-  }
+  return kind_dir(kind);
 }
 
 /* The directory holding an object: the root itself, or a subdirectory
@@ -99,10 +78,10 @@ static int open_dir(dir_store *s, const char *sub, int create, int *dir_fd) {
     return NARCACHE_OK;
   }
   if (create && mkdirat(s->root_fd, sub, 0755) < 0 && errno != EEXIST)
-    return from_errno(errno);
+    return narcache__store_errno(errno);
   int fd = openat(s->root_fd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0)
-    return from_errno(errno);
+    return narcache__store_errno(errno);
   *dir_fd = fd;
   return NARCACHE_OK;
 }
@@ -125,7 +104,7 @@ static int dir_open(void *ctx, int kind, const char *name, size_t len, narcache_
   int saved = errno;
   close_dir(s, dir_fd);
   if (fd < 0)
-    return from_errno(saved);
+    return narcache__store_errno(saved);
   struct stat st;
   if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
     close(fd);
@@ -170,7 +149,7 @@ static int dir_upload_begin(void *ctx, int kind, const char *name, size_t len, u
       break;
   }
   if (up->fd < 0) {
-    rc = from_errno(errno);
+    rc = narcache__store_errno(errno);
     close_dir(s, up->dir_fd);
     narcache__free(up);
     return rc;
@@ -183,17 +162,7 @@ static int dir_upload_write(void *upload, const void *data, size_t len) {
   dir_upload *up = upload;
   if (up->kind == NARCACHE_OBJECT_NARINFO && narcache__buf_append(&up->narinfo, data, len) < 0)
     return NARCACHE_ENOMEM;
-  const char *p = data;
-  while (len > 0) {
-    ssize_t n = write(up->fd, p, len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      return errno == ENOSPC || errno == EDQUOT ? NARCACHE_EUNAVAIL : NARCACHE_EIO;
-    p += n;
-    len -= (size_t)n;
-  }
-  return NARCACHE_OK;
+  return narcache__store_write_all(up->fd, data, len);
 }
 
 static void dir_upload_release(dir_upload *up, int remove_temp) {
@@ -251,11 +220,6 @@ static int check_nar_present(dir_upload *up) {
 /* Batch mode: commits are staged, a flush publishes them together      */
 /* ------------------------------------------------------------------ */
 
-/* The subdirectory object_place() puts a kind in (NULL: the root). */
-static const char *kind_dir(int kind) {
-  return kind == NARCACHE_OBJECT_NAR ? "nar" : kind == NARCACHE_OBJECT_LOG ? "log" : NULL;
-}
-
 /* Publish everything staged (stage_lock held). One syncfs() makes every
  * staged file durable; then the NARs, listings and logs are renamed into
  * place and their directories synced, and only then the narinfos, so a
@@ -264,7 +228,7 @@ static const char *kind_dir(int kind) {
 static int flush_locked(dir_store *s) {
   if (s->n_staged == 0)
     return NARCACHE_OK;
-  int rc = syncfs(s->root_fd) < 0 ? from_errno(errno) : NARCACHE_OK;
+  int rc = syncfs(s->root_fd) < 0 ? narcache__store_errno(errno) : NARCACHE_OK;
   static const char *const dirs[] = {"nar", "log", NULL};
   for (int pass = 0; pass < 2; pass++) { /* 0: all but narinfo; 1: narinfo */
     for (size_t i = 0; i < s->n_staged; i++) {
@@ -276,7 +240,7 @@ static int flush_locked(dir_store *s) {
       if (rc == 0 && open_dir(s, sub, 0, &dir_fd) < 0)
         rc = NARCACHE_EIO;
       if (rc == 0 && renameat(dir_fd, o->temp, dir_fd, o->final) < 0)
-        rc = from_errno(errno);
+        rc = narcache__store_errno(errno);
       if (rc < 0) {
         int fd = s->root_fd;
         if (open_dir(s, sub, 0, &fd) == 0) {
@@ -294,7 +258,7 @@ static int flush_locked(dir_store *s) {
       if (d < 2 && (open_dir(s, dirs[d], 0, &dir_fd) < 0))
         continue; /* never created: nothing was renamed there */
       if (fsync(dir_fd) < 0)
-        rc = from_errno(errno);
+        rc = narcache__store_errno(errno);
       close_dir(s, dir_fd);
     }
   }
@@ -338,14 +302,14 @@ static int dir_upload_commit(void *upload) {
     return stage_upload(up);
   int rc = NARCACHE_OK;
   if (fsync(up->fd) < 0)
-    rc = from_errno(errno);
+    rc = narcache__store_errno(errno);
   if (rc == 0 && up->kind == NARCACHE_OBJECT_NARINFO)
     rc = check_nar_present(up);
   if (rc == 0 && renameat(up->dir_fd, up->temp, up->dir_fd, up->final) < 0)
-    rc = from_errno(errno);
+    rc = narcache__store_errno(errno);
   /* The rename is durable only once the directory is on disk. */
   if (rc == 0 && fsync(up->dir_fd) < 0)
-    rc = from_errno(errno);
+    rc = narcache__store_errno(errno);
   dir_upload_release(up, rc < 0);
   return rc;
 }
@@ -354,7 +318,7 @@ static int dir_probe(void *ctx) {
   dir_store *s = ctx;
   int fd = openat(s->root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
-    return from_errno(errno) == NARCACHE_ENOTFOUND ? NARCACHE_EIO : from_errno(errno);
+    return narcache__store_errno(errno) == NARCACHE_ENOTFOUND ? NARCACHE_EIO : narcache__store_errno(errno);
   close(fd);
   return NARCACHE_OK;
 }
@@ -413,7 +377,7 @@ int narcache_store_dir_new(narcache_store **out, const char *path, unsigned flag
     return NARCACHE_EINVAL;
   int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
-    return from_errno(errno);
+    return narcache__store_errno(errno);
   dir_store *s = narcache__calloc(1, sizeof *s);
   if (s == NULL) {
     close(fd);

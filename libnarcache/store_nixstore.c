@@ -3,6 +3,7 @@
  * narinfo signed on the fly. */
 #define _GNU_SOURCE
 #include "common_internal.h"
+#include "store_internal.h"
 #include "narcache/compress.h"
 #include "narcache/nar.h"
 #include "narcache/narinfo.h"
@@ -433,39 +434,11 @@ static int open_dumper(nixstore *s, const char *hash, narcache_narinfo **ni_out,
   return NARCACHE_OK;
 }
 
-static int from_errno(int err) {
-  switch (err) {
-  case ENOENT:
-  case ENOTDIR:
-    return NARCACHE_ENOTFOUND;
-  case EMFILE:
-  case ENFILE:
-  case ENOSPC:
-  case ENOMEM:
-  case EAGAIN:
-    return NARCACHE_EUNAVAIL;
-  default:
-    return NARCACHE_EIO;
-  }
-}
-
 /* An unlinked temporary file in $TMPDIR or /tmp, or a negative code. */
 static int open_tmpfile(void) {
   const char *dir = getenv("TMPDIR");
   int fd = open(dir != NULL && dir[0] != '\0' ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-  return fd >= 0 ? fd : errno == ENOENT ? NARCACHE_EIO : from_errno(errno);
-}
-
-static int write_all(int fd, const char *buf, size_t len) {
-  for (size_t off = 0; off < len;) {
-    ssize_t n = write(fd, buf + off, len - off);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      return errno == ENOSPC ? NARCACHE_EUNAVAIL : NARCACHE_EIO;
-    off += (size_t)n;
-  }
-  return NARCACHE_OK;
+  return fd >= 0 ? fd : errno == ENOENT ? NARCACHE_EIO : narcache__store_errno(errno);
 }
 
 /* Compress the whole NAR into an unlinked temporary file: a response
@@ -498,7 +471,7 @@ static int compress_to_tmpfile(nixstore *s, narcache_nar_dumper *d, narcache_rea
         rc = left;
         break;
       }
-      rc = write_all(fd, out_buf, z.pos);
+      rc = narcache__store_write_all(fd, out_buf, z.pos);
       written += z.pos;
     } while (rc == 0 && (in.pos < in.size || (flush == NARCACHE_FLUSH_END && left > 0)));
     if (!more_nar)
@@ -621,7 +594,7 @@ static int bunzip_to_tmpfile(int in_fd, narcache_reader *out) {
     else if ((written += made) > MAX_LOG_SIZE)
       rc = NARCACHE_EIO;
     else
-      rc = write_all(fd, out_buf, made);
+      rc = narcache__store_write_all(fd, out_buf, made);
   }
   if (bz_ready)
     BZ2_bzDecompressEnd(&bz);
@@ -635,16 +608,18 @@ static int bunzip_to_tmpfile(int in_fd, narcache_reader *out) {
   return NARCACHE_OK;
 }
 
-/* A regular file under the log directory, or a negative code. */
-static int open_log_file(const char *path) {
+/* A regular file under the log directory (its size in *size), or a
+ * negative code. */
+static int open_log_file(const char *path, uint64_t *size) {
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0)
-    return errno == ELOOP ? NARCACHE_ENOTFOUND : from_errno(errno);
+    return narcache__store_errno(errno);
   struct stat st;
   if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
     close(fd);
     return NARCACHE_ENOTFOUND;
   }
+  *size = (uint64_t)st.st_size;
   return fd;
 }
 
@@ -659,20 +634,16 @@ static int open_log(nixstore *s, const char *name, size_t len, narcache_reader *
                    name + 2);
   if (n < 0 || (size_t)n + 4 >= sizeof path)
     return NARCACHE_ENOTFOUND;
-  int fd = open_log_file(path);
+  uint64_t size = 0;
+  int fd = open_log_file(path, &size);
   if (fd >= 0) {
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-      close(fd);
-      return NARCACHE_EIO;
-    }
-    narcache_reader_init_fd(out, fd, 0, (uint64_t)st.st_size);
+    narcache_reader_init_fd(out, fd, 0, size);
     return NARCACHE_OK;
   }
   if (fd != NARCACHE_ENOTFOUND)
     return fd;
   strcat(path, ".bz2");
-  if ((fd = open_log_file(path)) < 0)
+  if ((fd = open_log_file(path, &size)) < 0)
     return fd;
   int rc = bunzip_to_tmpfile(fd, out);
   close(fd);

@@ -1,0 +1,15 @@
+/* Helpers shared by the store backends (defined in store.c). */
+#ifndef NARCACHE_STORE_INTERNAL_H
+#define NARCACHE_STORE_INTERNAL_H
+
+#include <stddef.h>
+
+/* A system error as a store result: absent (ENOENT, ENOTDIR, ELOOP: a
+ * symlink where an object should be), "try again later" (out of
+ * descriptors, memory or space, timeouts, a stale NFS handle), or EIO. */
+int narcache__store_errno(int err);
+
+/* Write all of `buf` to `fd` (retrying EINTR): 0 or a store result. */
+int narcache__store_write_all(int fd, const void *buf, size_t len);
+
+#endif
