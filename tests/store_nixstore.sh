@@ -55,6 +55,39 @@ for p in "${paths[@]}"; do hashes+=("$(basename "$p" | cut -c1-32)"); done
 
 "$checker" compare "$TMP/cache" "${hashes[@]}"
 
+# ... and field by field against `nix path-info --json` (NarHash, NarSize,
+# References, Deriver, CA; every signature Nix holds is passed through).
+"$checker" show "${hashes[@]}" > "$TMP/ours.txt"
+"${NIX[@]}" path-info --json "${paths[@]}" > "$TMP/path-info.json"
+while read -r nh; do
+    printf '%s %s\n' "$nh" "$("${NIX[@]}" hash to-sri "$nh")"
+done < <(sed -n 's/^NarHash: //p' "$TMP/ours.txt") > "$TMP/sri.txt"
+python3 - "$TMP/ours.txt" "$TMP/path-info.json" "$TMP/sri.txt" <<'PY'
+import json, os, sys
+sri = dict(line.split() for line in open(sys.argv[3]))
+ours = {}
+for block in open(sys.argv[1]).read().split("----\n"):
+    if block.strip():
+        fields = {}
+        for line in block.splitlines():
+            key, value = line.split(": ", 1)
+            fields.setdefault(key, []).append(value)
+        ours[fields["StorePath"][0]] = fields
+info = json.load(open(sys.argv[2]))
+assert len(info) == len(ours) == 3, (len(info), len(ours))
+for p in info:
+    o = ours[p["path"]]
+    assert sri[o["NarHash"][0]] == p["narHash"], (p["path"], o["NarHash"], p["narHash"])
+    assert int(o["NarSize"][0]) == p["narSize"], p["path"]
+    refs = o.get("References", [""])[0].split()
+    assert sorted(refs) == sorted(os.path.basename(r) for r in p["references"]), p["path"]
+    assert o.get("Deriver", [None])[0] == (os.path.basename(p["deriver"]) if "deriver" in p else None), p["path"]
+    assert o.get("CA", [None])[0] == p.get("ca"), p["path"]
+    assert set(p.get("signatures", [])) <= set(o.get("Sig", [])), p["path"]
+    assert any(sig.startswith("narcache-nixstore-test-1:") for sig in o["Sig"]), p["path"]
+print("narinfo fields equal nix path-info --json for", len(info), "paths")
+PY
+
 # ---------------------------------------------------------------- build logs
 # The log Nix kept of the build (bzip2 in /nix/var/log/nix), as Nix reads it.
 DRV=$(nix-store -q --deriver "$P_BUILT")

@@ -9,6 +9,9 @@
  *   test_store_nixstore hammer SECONDS HASH...
  *     look the paths up in a loop from 3 threads at once (while Nix writes
  *     to its database); every lookup must succeed;
+ *   test_store_nixstore show HASH...
+ *     print the narinfo the backend serves for each path, each followed
+ *     by a line "----" (the script compares them with nix path-info);
  *   test_store_nixstore log LOG_DIR NAME EXPECT
  *     open log/NAME from a backend whose log directory is LOG_DIR: EXPECT
  *     is a file holding the text it must serve, or "absent" or "error". */
@@ -321,7 +324,17 @@ int main(int argc, char **argv) {
     fprintf(stderr, "nixstore backend: %s\n", narcache_errname(rc));
     return 1;
   }
-  if (strcmp(argv[1], "compare") == 0) {
+  if (strcmp(argv[1], "show") == 0) {
+    for (int i = 2; i < argc; i++) {
+      char *text = NULL;
+      rc = narcache_store_read_all(&text, NULL, s, NARCACHE_OBJECT_NARINFO, argv[i], strlen(argv[i]),
+                                   1 << 20);
+      CHECK(rc == 0, "%s: narinfo: %s", argv[i], narcache_errname(rc));
+      if (rc == 0)
+        printf("%s----\n", text);
+      narcache_free(text);
+    }
+  } else if (strcmp(argv[1], "compare") == 0) {
     o.compression = NARCACHE_CODEC_ZSTD;
     o.level = 1;
     if (narcache_store_nixstore_new(&zstd_store, &o) != 0)
