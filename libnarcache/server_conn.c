@@ -474,6 +474,13 @@ static int too_slow(srv_conn *c) {
          (double)c->body_sent * 1000.0 / (double)elapsed < (double)min_rate;
 }
 
+/* No body byte went out for the stall timeout, however often the socket
+ * claimed to be writable. */
+static int stalled(srv_conn *c) {
+  srv_t *s = c->server;
+  return (int64_t)(narcache__srv_now_ms(s) - c->last_progress_ms) >= s->opt[NARCACHE_OPT_BODY_STALL_MS];
+}
+
 /* Write the head and memory body; then start pumping or finish. */
 static void write_out(srv_conn *c) {
   while (c->head_pos < c->head_out || c->body_mem_pos < c->body_mem_len) {
@@ -557,10 +564,12 @@ static int send_file_region(srv_conn *c, int file, uint64_t offset, uint64_t wan
   while ((n = sendfile(c->fd, file, &off, (size_t)want)) < 0 && errno == EINTR)
     continue;
   if (n <= 0) {
+    /* Judge errno before discard_sigpipe() replaces it (with EAGAIN):
+     * reading EPIPE as "socket full" retried a dead connection for ever. */
     c->pump_errno = n < 0 ? errno : 0;
+    c->pump_result = n < 0 && socket_would_block(c->pump_errno) ? PUMP_BLOCKED : PUMP_FAILED;
     if (c->pump_errno == EPIPE)
       discard_sigpipe();
-    c->pump_result = n < 0 && socket_would_block(errno) ? PUMP_BLOCKED : PUMP_FAILED;
     return -1;
   }
   c->body_pos += (uint64_t)n;
@@ -667,7 +676,7 @@ static void pump_done(uv_work_t *w, int status) {
     queue_pump(c);
     return;
   case PUMP_BLOCKED:
-    if (too_slow(c)) {
+    if (too_slow(c) || stalled(c)) {
       narcache__srv_log(s, NARCACHE_LOG_INFO, "send_too_slow",
                         "client below the minimum rate: response aborted",
                         (narcache_log_field[]){{"peer", c->peer}, {"target", c->x->target}}, 2);
