@@ -8,7 +8,9 @@
  * heads and small bodies. While a task pumps the body, the loop leaves the
  * socket alone; the task stops when the socket is full (EAGAIN) and the
  * loop waits for it to drain before queueing the next one, so memory per
- * connection is one pump buffer at most, whatever the client's speed. */
+ * connection is one pump buffer at most, whatever the client's speed.
+ * File contents go from the page cache into a pipe and from it into the
+ * socket with splice(), uncopied. */
 #define _GNU_SOURCE
 #include "server_internal.h"
 #include "narcache/narinfo.h"
@@ -19,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/sendfile.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -34,9 +37,15 @@
 #define PUMP_BUFFER (256 * 1024)
 /* Most bytes one pump task moves before letting others have the pool. */
 #define PUMP_BUDGET (16u * 1024 * 1024)
-/* File contents from this size on go out with sendfile(); below, copying
- * them into the pump buffer with their neighbours costs fewer syscalls. */
-#define SENDFILE_MIN (128 * 1024)
+/* File contents from this size on are spliced (no copy); below, copying
+ * them into the pump buffer with their neighbours makes fewer, fuller
+ * TCP segments and fewer syscalls. */
+#define SPLICE_MIN (128 * 1024)
+/* Capacity asked for a response's pipe (file pages go from the page cache
+ * through it into the socket): 1 MiB per splice into the socket, where
+ * sendfile() moves 64 KiB at a time. Best effort (pipe-max-size and the
+ * per-user pipe quota may refuse it). */
+#define PIPE_CAPACITY (1024 * 1024)
 /* Bytes read from the socket at a time beyond the head limit. */
 #define READ_CHUNK 4096
 /* The window over which NARCACHE_OPT_MIN_BODY_RATE is judged. */
@@ -59,6 +68,14 @@ typedef struct srv_scratch {
   char head[1536];  /* the response head */
   char name[600];   /* the object name, percent-decoded */
   char target[1025]; /* the request target, for logs (truncated) */
+  /* The response's pipe: its last pipe_pending body bytes are in it.
+   * `seg` is a generated body's current piece, `seg_used` bytes of it
+   * already taken. */
+  int pipe_state; /* 0 not tried, 1 open, -1 unavailable: sendfile() */
+  int pipe_fds[2];
+  size_t pipe_pending;
+  narcache_nar_segment seg;
+  uint64_t seg_used;
 } srv_scratch;
 
 typedef struct srv_conn {
@@ -106,7 +123,6 @@ typedef struct srv_conn {
   char *body_mem; /* memory body, owned (narcache__malloc) */
   size_t body_mem_len, body_mem_pos;
   int streaming; /* a body to pump from `reader` */
-  int use_segments; /* ask reader.segment for the next piece */
   uint64_t body_pos, body_end;
   char *pump_buf;
   size_t pump_len, pump_pos;
@@ -216,6 +232,11 @@ int narcache__srv_conn_start(srv_t *s, int fd, const char *peer) {
 }
 
 static void release_reader(srv_conn *c) {
+  if (c->x != NULL && c->x->pipe_state == 1) {
+    close(c->x->pipe_fds[0]);
+    close(c->x->pipe_fds[1]);
+    c->x->pipe_state = 0;
+  }
   if (c->reader_open) {
     narcache_reader_close(&c->reader);
     c->reader_open = 0;
@@ -552,66 +573,199 @@ static void discard_sigpipe(void) {
     continue;
 }
 
-/* sendfile() `want` bytes (at most 4 MiB) of `file` at `offset` as the
- * next body bytes. 0 to go on; -1 with pump_result set to stop (socket
- * full, client gone, or the file shorter than announced: never a short
- * body). */
-static int send_file_region(srv_conn *c, int file, uint64_t offset, uint64_t want) {
-  if (want > (1u << 22))
-    want = 1u << 22;
-  off_t off = (off_t)offset;
-  ssize_t n;
-  while ((n = sendfile(c->fd, file, &off, (size_t)want)) < 0 && errno == EINTR)
-    continue;
-  if (n <= 0) {
-    /* Judge errno before discard_sigpipe() replaces it (with EAGAIN):
-     * reading EPIPE as "socket full" retried a dead connection for ever. */
-    c->pump_errno = n < 0 ? errno : 0;
-    c->pump_result = n < 0 && socket_would_block(c->pump_errno) ? PUMP_BLOCKED : PUMP_FAILED;
-    if (c->pump_errno == EPIPE)
-      discard_sigpipe();
-    return -1;
+/* The pipe through which file contents go to the socket, made at the
+ * first file region of a response. 0 if it is open; -1 if not (out of
+ * descriptors): sendfile() is used instead. */
+static int pipe_ready(srv_conn *c) {
+  srv_scratch *x = c->x;
+  if (x->pipe_state == 0) {
+    x->pipe_state = pipe2(x->pipe_fds, O_NONBLOCK | O_CLOEXEC) == 0 ? 1 : -1;
+    if (x->pipe_state == 1)
+      (void)fcntl(x->pipe_fds[1], F_SETPIPE_SZ, PIPE_CAPACITY); /* the default works too */
   }
-  c->body_pos += (uint64_t)n;
-  c->pump_moved += (uint64_t)n;
+  return x->pipe_state == 1 ? 0 : -1;
+}
+
+/* A write to the socket failed: stop for EAGAIN (wait for the socket to
+ * drain), abort for anything else. errno is judged before
+ * discard_sigpipe() replaces it: reading EPIPE as "socket full" once
+ * retried a dead connection for ever. Returns -1. */
+static int socket_failed(srv_conn *c, ssize_t n) {
+  c->pump_errno = n < 0 ? errno : 0;
+  c->pump_result = n < 0 && socket_would_block(c->pump_errno) ? PUMP_BLOCKED : PUMP_FAILED;
+  if (c->pump_errno == EPIPE)
+    discard_sigpipe();
+  return -1;
+}
+
+static int body_failed(srv_conn *c, int err) {
+  c->pump_errno = err;
+  c->pump_result = PUMP_FAILED;
+  return -1;
+}
+
+/* Move the pipe's contents into the socket. 0 once it is empty; -1 with
+ * pump_result set to stop. */
+static int drain_pipe(srv_conn *c) {
+  srv_scratch *x = c->x;
+  while (x->pipe_pending > 0) {
+    ssize_t n = splice(x->pipe_fds[0], NULL, c->fd, NULL, x->pipe_pending,
+                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return socket_failed(c, n);
+    x->pipe_pending -= (size_t)n;
+    c->pump_moved += (uint64_t)n;
+  }
   return 0;
 }
 
-/* Send the next piece of a segmented body (a NAR made on the fly) when it
- * is the contents of a large file: with sendfile(), no copy. Small files
- * and headers are better gathered into the pump buffer (one send for
- * many of them), so 1 means "read this part instead". 0 to go on; -1 with
- * pump_result set to stop. */
-static int pump_segment(srv_conn *c) {
-  narcache_nar_segment seg;
-  memset(&seg, 0, sizeof seg);
-  if (c->reader.segment(c->reader.ctx, c->body_pos, &seg) < 0 || seg.length == 0 ||
-      seg.nar_offset != c->body_pos) {
-    c->pump_result = PUMP_FAILED;
-    return -1;
+/* Send up to `want` bytes of `file` at `offset` as the next body bytes,
+ * without copying them: spliced into the pipe (drained by the caller's
+ * next turn), or with sendfile() when there is no pipe. Returns the
+ * bytes taken; -1 with pump_result set to stop (socket full, client gone,
+ * or the file shorter than announced: never a short body). */
+static ssize_t send_file_region(srv_conn *c, int file, uint64_t offset, uint64_t want) {
+  ssize_t n = -1;
+  if (pipe_ready(c) == 0) {
+    if (want > PIPE_CAPACITY)
+      want = PIPE_CAPACITY;
+    loff_t from = (loff_t)offset;
+    while ((n = splice(file, &from, c->x->pipe_fds[1], NULL, (size_t)want, SPLICE_F_MOVE)) < 0 &&
+           errno == EINTR)
+      continue;
+    if (n > 0)
+      c->x->pipe_pending += (size_t)n;
+    /* an empty pipe that takes nothing (EAGAIN) falls through to sendfile */
   }
-  uint64_t left = c->body_end - c->body_pos;
-  uint64_t want = seg.length < left ? seg.length : left;
-  if (seg.kind != NARCACHE_NAR_SEG_FILE || want < SENDFILE_MIN)
-    return 1;
-  return send_file_region(c, seg.fd, seg.file_offset, want);
+  if (n < 0 && (c->x->pipe_state != 1 || errno == EAGAIN)) {
+    if (want > (1u << 22))
+      want = 1u << 22;
+    off_t from = (off_t)offset;
+    while ((n = sendfile(c->fd, file, &from, (size_t)want)) < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return socket_failed(c, n);
+    c->pump_moved += (uint64_t)n;
+  }
+  if (n <= 0)
+    return body_failed(c, n < 0 ? errno : 0);
+  c->body_pos += (uint64_t)n;
+  return n;
 }
 
-/* Runs on a pool thread. The loop does not touch the socket meanwhile. */
+/* The generated body's piece at body_pos: the current one until it is
+ * used up (so a large file is not reopened for every pipe load). */
+static narcache_nar_segment *current_segment(srv_conn *c) {
+  srv_scratch *x = c->x;
+  narcache_nar_segment *seg = &x->seg;
+  if (x->seg_used < seg->length && seg->nar_offset + x->seg_used == c->body_pos)
+    return seg;
+  memset(seg, 0, sizeof *seg);
+  seg->version = NARCACHE_NAR_SEGMENT_VERSION;
+  x->seg_used = 0;
+  if (c->reader.segment(c->reader.ctx, c->body_pos, seg) < 0 || seg->length == 0 ||
+      seg->nar_offset != c->body_pos ||
+      (seg->kind != NARCACHE_NAR_SEG_BYTES && seg->kind != NARCACHE_NAR_SEG_FILE)) {
+    memset(seg, 0, sizeof *seg);
+    return NULL;
+  }
+  return seg;
+}
+
+static int read_exactly(int fd, void *buf, size_t len, uint64_t offset) {
+  while (len > 0) {
+    ssize_t n = pread(fd, buf, len, (off_t)offset);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return n < 0 ? errno : EIO; /* EOF: the file shrank */
+    buf = (char *)buf + n;
+    len -= (size_t)n;
+    offset += (uint64_t)n;
+  }
+  return 0;
+}
+
+/* Next bytes of a generated body (a NAR made on the fly): header bytes
+ * and small files are copied together into the pump buffer, in order, so
+ * one send carries many of them; the contents of a large file are sent
+ * from the file. 0 to go on; -1 with pump_result set to stop. */
+static int next_segments(srv_conn *c) {
+  if (c->pump_buf == NULL && (c->pump_buf = narcache__malloc(PUMP_BUFFER)) == NULL)
+    return body_failed(c, ENOMEM);
+  size_t len = 0;
+  while (len < PUMP_BUFFER && c->body_pos < c->body_end) {
+    narcache_nar_segment *seg = current_segment(c);
+    if (seg == NULL)
+      return body_failed(c, 0);
+    uint64_t want = seg->length - c->x->seg_used;
+    if (want > c->body_end - c->body_pos)
+      want = c->body_end - c->body_pos;
+    uint64_t at = seg->file_offset + c->x->seg_used;
+    if (seg->kind == NARCACHE_NAR_SEG_FILE && want >= SPLICE_MIN) {
+      if (len > 0)
+        break; /* send what is gathered first */
+      ssize_t n = send_file_region(c, seg->fd, at, want);
+      if (n < 0)
+        return -1;
+      c->x->seg_used += (uint64_t)n;
+      return 0;
+    }
+    if (want > PUMP_BUFFER - len)
+      want = PUMP_BUFFER - len;
+    if (seg->kind == NARCACHE_NAR_SEG_BYTES) {
+      memcpy(c->pump_buf + len, (const char *)seg->data + c->x->seg_used, (size_t)want);
+    } else {
+      int err = read_exactly(seg->fd, c->pump_buf + len, (size_t)want, at);
+      if (err != 0)
+        return body_failed(c, err);
+    }
+    c->x->seg_used += want;
+    c->body_pos += want;
+    len += (size_t)want;
+  }
+  c->pump_len = len;
+  c->pump_pos = 0;
+  return 0;
+}
+
+/* Next bytes of a body the reader can only copy out. */
+static int next_read(srv_conn *c) {
+  if (c->pump_buf == NULL && (c->pump_buf = narcache__malloc(PUMP_BUFFER)) == NULL)
+    return body_failed(c, ENOMEM);
+  uint64_t left = c->body_end - c->body_pos;
+  size_t got = 0;
+  int rc = narcache_reader_read(&c->reader, c->body_pos, c->pump_buf,
+                                left < PUMP_BUFFER ? (size_t)left : PUMP_BUFFER, &got);
+  if (rc < 0 || got == 0)
+    return body_failed(c, 0);
+  c->body_pos += got;
+  c->pump_len = got;
+  c->pump_pos = 0;
+  return 0;
+}
+
+/* Runs on a pool thread. The loop does not touch the socket meanwhile.
+ * body_pos counts the bytes taken from the reader; those in the pipe or
+ * the pump buffer go out first. */
 static void pump_work(uv_work_t *w) {
   srv_conn *c = w->data;
   block_sigpipe();
   c->pump_moved = 0;
   c->pump_errno = 0;
   for (;;) {
-    if (c->pump_pos < c->pump_len) {
+    if (c->x->pipe_pending > 0) {
+      if (drain_pipe(c) < 0)
+        return;
+    } else if (c->pump_pos < c->pump_len) {
       ssize_t n = send(c->fd, c->pump_buf + c->pump_pos, c->pump_len - c->pump_pos,
                        MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n < 0 && errno == EINTR)
         continue;
-      if (n < 0) {
-        c->pump_errno = errno;
-        c->pump_result = socket_would_block(errno) ? PUMP_BLOCKED : PUMP_FAILED;
+      if (n <= 0) {
+        socket_failed(c, n);
         return;
       }
       c->pump_pos += (size_t)n;
@@ -623,30 +777,11 @@ static void pump_work(uv_work_t *w) {
       if (send_file_region(c, c->reader.fd, c->reader.fd_offset + c->body_pos,
                            c->body_end - c->body_pos) < 0)
         return;
-    } else if (c->reader.segment != NULL && c->use_segments) {
-      int r = pump_segment(c);
-      if (r < 0)
+    } else if (c->reader.segment != NULL) {
+      if (next_segments(c) < 0)
         return;
-      if (r == 0)
-        continue;
-      c->use_segments = 0; /* small pieces: gather them by reading */
-    } else {
-      if (c->pump_buf == NULL && (c->pump_buf = narcache__malloc(PUMP_BUFFER)) == NULL) {
-        c->pump_result = PUMP_FAILED;
-        return;
-      }
-      uint64_t left = c->body_end - c->body_pos;
-      size_t got = 0;
-      int rc = narcache_reader_read(&c->reader, c->body_pos, c->pump_buf,
-                                    left < PUMP_BUFFER ? (size_t)left : PUMP_BUFFER, &got);
-      if (rc < 0 || got == 0) {
-        c->pump_result = PUMP_FAILED;
-        return;
-      }
-      c->body_pos += got;
-      c->pump_len = got;
-      c->pump_pos = 0;
-      c->use_segments = c->reader.segment != NULL;
+    } else if (next_read(c) < 0) {
+      return;
     }
     if (c->pump_moved >= PUMP_BUDGET) {
       c->pump_result = PUMP_AGAIN;
@@ -891,7 +1026,6 @@ static void respond_object(srv_conn *c) {
     c->body_mem_len = (size_t)(first + length);
   } else if (length > 0) {
     c->streaming = 1;
-    c->use_segments = c->reader.segment != NULL;
     c->body_pos = first;
     c->body_end = first + length;
     c->pump_len = c->pump_pos = 0;
