@@ -629,6 +629,171 @@ static void test_memory_cache(void **state) {
   rmdir(dir);
 }
 
+/* ------------------------------------------------------------------ */
+/* A NAR made on the fly (a reader with segments)                      */
+/* ------------------------------------------------------------------ */
+
+/* A backend serving one tree as a NAR dumped on the fly, as the nixstore
+ * backend does: read() copies, segment() hands out header bytes and file
+ * regions. "gen.nar" is the tree; "shrunk.nar" is the tree whose large
+ * file loses half its bytes once it has been indexed. */
+typedef struct gen_tree {
+  char root[64];
+  char big[128];
+} gen_tree;
+
+static int gen_read(void *ctx, uint64_t offset, void *buf, size_t len, size_t *got) {
+  narcache_nar_dumper *d = ctx;
+  if (narcache_nar_dumper_seek(d, offset) < 0)
+    return NARCACHE_EIO;
+  narcache_outbuf out = {buf, len, 0};
+  if (narcache_nar_dumper_read(d, &out) < 0 || out.pos == 0)
+    return NARCACHE_EIO;
+  *got = out.pos;
+  return 0;
+}
+
+static int gen_segment(void *ctx, uint64_t offset, narcache_nar_segment *seg) {
+  narcache_nar_dumper *d = ctx;
+  if (narcache_nar_dumper_seek(d, offset) < 0 || narcache_nar_dumper_next(d, seg) <= 0)
+    return NARCACHE_EIO;
+  return 1;
+}
+
+static void gen_close(void *ctx) { narcache_nar_dumper_free(ctx); }
+
+static int gen_open(void *ctx, int kind, const char *name, size_t len, narcache_reader *out) {
+  gen_tree *t = ctx;
+  int shrunk = len == 10 && memcmp(name, "shrunk.nar", 10) == 0;
+  if (kind != NARCACHE_OBJECT_NAR || !(shrunk || (len == 7 && memcmp(name, "gen.nar", 7) == 0)))
+    return NARCACHE_ENOTFOUND;
+  narcache_nar_dumper *d = NULL;
+  if (narcache_nar_dumper_new(&d) != 0)
+    return NARCACHE_ENOMEM;
+  if (narcache_nar_dumper_open(d, NARCACHE_AT_FDCWD, t->root) != 0) {
+    narcache_nar_dumper_free(d);
+    return NARCACHE_EIO;
+  }
+  if (shrunk && truncate(t->big, 3 << 19) != 0) { /* 1.5 MiB of 3 */
+    narcache_nar_dumper_free(d);
+    return NARCACHE_EIO;
+  }
+  out->size = narcache_nar_dumper_size(d);
+  out->fd = -1;
+  out->read = gen_read;
+  out->segment = gen_segment;
+  out->close = gen_close;
+  out->ctx = d;
+  return 0;
+}
+
+static void write_pattern(const char *path, size_t size, unsigned seed) {
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  for (size_t i = 0; i < size; i++)
+    fputc((int)((i * 131 + seed * 7 + i / 4099) & 0xff), f);
+  fclose(f);
+}
+
+/* A tree with one 3 MiB file (spliced), 300 small ones of 0-20 KiB
+ * (gathered), an executable and a symlink. */
+static void make_gen_tree(gen_tree *t) {
+  snprintf(t->root, sizeof t->root, "/tmp/narcache-server-gen-XXXXXX");
+  assert_non_null(mkdtemp(t->root));
+  char path[256];
+  snprintf(t->big, sizeof t->big, "%s/big", t->root);
+  write_pattern(t->big, 3 << 20, 1);
+  snprintf(path, sizeof path, "%s/small", t->root);
+  assert_int_equal(mkdir(path, 0755), 0);
+  for (unsigned i = 0; i < 300; i++) {
+    snprintf(path, sizeof path, "%s/small/f%03u", t->root, i);
+    write_pattern(path, (i * 7919u) % 20481u, i);
+  }
+  snprintf(path, sizeof path, "%s/small/run", t->root);
+  write_pattern(path, 5000, 9);
+  assert_int_equal(chmod(path, 0755), 0);
+  snprintf(path, sizeof path, "%s/link", t->root);
+  assert_int_equal(symlink("small/f001", path), 0);
+}
+
+static void remove_gen_tree(gen_tree *t) {
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", t->root);
+  assert_int_equal(system(cmd), 0);
+}
+
+/* The whole NAR as the dumper copies it out. */
+static char *expected_nar(const gen_tree *t, size_t *len) {
+  narcache_nar_dumper *d = NULL;
+  assert_int_equal(narcache_nar_dumper_new(&d), 0);
+  assert_int_equal(narcache_nar_dumper_open(d, NARCACHE_AT_FDCWD, t->root), 0);
+  *len = (size_t)narcache_nar_dumper_size(d);
+  char *nar = malloc(*len);
+  narcache_outbuf out = {nar, *len, 0};
+  assert_int_equal(narcache_nar_dumper_read(d, &out), 0);
+  assert_int_equal(out.pos, *len);
+  narcache_nar_dumper_free(d);
+  return nar;
+}
+
+static void test_generated_nar(void **state) {
+  (void)state;
+  gen_tree t;
+  make_gen_tree(&t);
+  size_t nar_len = 0;
+  char *nar = expected_nar(&t, &nar_len);
+  narcache_store_methods m = {.version = NARCACHE_STORE_METHODS_VERSION, .open = gen_open};
+  narcache_store *st = NULL;
+  assert_int_equal(narcache_store_new(&st, &m, &t), 0);
+  running run;
+  start(&run, st, NULL);
+
+  /* twice on one keep-alive connection: both whole */
+  response r[2];
+  char *buf = exchange(run.port, GET("/nar/gen.nar") GET_CLOSE("/nar/gen.nar"), r, 2, NULL);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(r[i].status, 200);
+    assert_int_equal(r[i].body_len, nar_len);
+    assert_memory_equal(r[i].body, nar, nar_len);
+  }
+  free(buf);
+
+  /* ranges starting in headers, in small files, in the large file and
+   * across the large file's end */
+  const uint64_t big_at = 200; /* the large file's contents start early */
+  const uint64_t ranges[][2] = {{0, 99},           {1, 4096},
+                                {big_at, 1 << 20}, {(3 << 20) - 5000, 70000},
+                                {nar_len / 2, 12345}, {nar_len - 777, 777}};
+  for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
+    uint64_t first = ranges[i][0], count = ranges[i][1];
+    char req[160];
+    snprintf(req, sizeof req,
+             "GET /nar/gen.nar HTTP/1.1\r\nHost: t\r\nRange: bytes=%llu-%llu\r\nConnection: close\r\n\r\n",
+             (unsigned long long)first, (unsigned long long)(first + count - 1));
+    buf = exchange(run.port, req, r, 1, NULL);
+    assert_int_equal(r[0].status, 206);
+    assert_int_equal(r[0].body_len, count);
+    assert_memory_equal(r[0].body, nar + first, count);
+    free(buf);
+  }
+
+  /* the large file shrinks after indexing: the body is cut, never a
+   * complete-looking short 200 */
+  int fd = connect_to(run.port);
+  const char *req = GET_CLOSE("/nar/shrunk.nar");
+  send_all(fd, req, strlen(req));
+  size_t len = 0;
+  buf = read_to_close(fd, &len);
+  close(fd);
+  assert_int_equal(parse_response(&r[0], buf, len, 0), -1); /* short */
+  assert_int_equal(r[0].status, 200);
+  free(buf);
+
+  stop(&run);
+  free(nar);
+  remove_gen_tree(&t);
+}
+
 static long cpu_ticks(pid_t pid);
 
 /* Close a connection in the middle of a body. Even rounds reset it
@@ -947,6 +1112,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_refusals),
       cmocka_unit_test(test_timeouts),
       cmocka_unit_test(test_store_errors),
+      cmocka_unit_test(test_generated_nar),
       cmocka_unit_test(test_health),
       cmocka_unit_test(test_memory_cache),
       cmocka_unit_test(test_cache_info_overrides),
