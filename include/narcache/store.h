@@ -69,7 +69,7 @@ typedef struct narcache_reader {
   /* ---- version 2 ---- */
   /* Optional, with `read`: the bytes from `offset` (< size) on as one piece
    * that needs no copy -- a NARCACHE_NAR_SEG_BYTES span, or a
-   * NARCACHE_NAR_SEG_FILE region that the server sends with sendfile()
+   * NARCACHE_NAR_SEG_FILE region that the server splices (no copy)
    * (see nar.h) -- valid until the next call on this reader. A FILE region
    * yielding fewer bytes than `length` means the object changed: the
    * response is abandoned. 1 with `seg` filled, or a NARCACHE_E* code. */
