@@ -11,6 +11,7 @@
 #define NARCACHE_H
 
 #include "narcache/common.h"
+#include "narcache/auth.h"
 #include "narcache/compress.h"
 #include "narcache/hash.h"
 #include "narcache/nar.h"
