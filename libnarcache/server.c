@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,8 @@ static const struct {
     [NARCACHE_OPT_RETRY_AFTER] = {5, 1, 3600},
     [NARCACHE_OPT_MEMORY_CACHE_MS] = {1000, 0, 3600000},
     [NARCACHE_OPT_MEMORY_CACHE_BYTES] = {16 << 20, 0, INT64_MAX},
+    [NARCACHE_OPT_MAX_UPLOADS] = {16, 1, 100000},
+    [NARCACHE_OPT_PRIVATE] = {0, 0, 1},
 };
 
 static int valid_option(int option) {
@@ -107,9 +110,18 @@ int narcache_server_set_hooks(narcache_server *s, const narcache_server_hooks *h
   if (s == NULL || (hooks != NULL && hooks->version < 1))
     return NARCACHE_EINVAL;
   memset(&s->hooks, 0, sizeof s->hooks);
-  if (hooks != NULL)
-    memcpy(&s->hooks, hooks, sizeof s->hooks); /* version 1 is the whole struct */
+  if (hooks != NULL) /* a version-1 caller's struct ends before `authorize` */
+    memcpy(&s->hooks, hooks,
+           hooks->version == 1 ? offsetof(narcache_server_hooks, authorize) : sizeof s->hooks);
+  s->hooks.version = NARCACHE_SERVER_HOOKS_VERSION;
   s->userdata = userdata;
+  return NARCACHE_OK;
+}
+
+int narcache_server_set_tokens(narcache_server *s, const narcache_tokens *tokens) {
+  if (s == NULL)
+    return NARCACHE_EINVAL;
+  s->tokens = tokens;
   return NARCACHE_OK;
 }
 

@@ -46,6 +46,8 @@
  * sendfile() moves 64 KiB at a time. Best effort (pipe-max-size and the
  * per-user pipe quota may refuse it). */
 #define PIPE_CAPACITY (1024 * 1024)
+/* An upload's body goes to the store in pieces of this size. */
+#define UPLOAD_BUFFER (256 * 1024)
 /* Bytes read from the socket at a time beyond the head limit. */
 #define READ_CHUNK 4096
 /* The window over which NARCACHE_OPT_MIN_BODY_RATE is judged. */
@@ -58,6 +60,7 @@ enum phase {
   PHASE_SEND,    /* the loop writes the head (and a memory body) */
   PHASE_PUMP,    /* a task moves the body */
   PHASE_BLOCKED, /* the body waits for the socket to drain */
+  PHASE_RECEIVE, /* an upload's body is being read from the socket */
 };
 
 enum pump_result { PUMP_DONE, PUMP_AGAIN, PUMP_BLOCKED, PUMP_FAILED };
@@ -76,6 +79,17 @@ typedef struct srv_scratch {
   size_t pipe_pending;
   narcache_nar_segment seg;
   uint64_t seg_used;
+  /* An upload (PUT): its store side, the body bytes not yet handed to it,
+   * the bytes still to read, and the outcome of the last task. */
+  srv_upload *upload;
+  int counted_upload; /* holds a place in server->uploads_active */
+  int upload_kind;
+  char *up_buf;
+  size_t up_len;
+  uint64_t up_left, up_received;
+  uint64_t up_started_ms;
+  int up_status;
+  char up_why[256];
 } srv_scratch;
 
 typedef struct srv_conn {
@@ -139,6 +153,7 @@ static void process_input(srv_conn *c);
 static void write_out(srv_conn *c);
 static void queue_pump(srv_conn *c);
 static void close_conn(srv_conn *c);
+static int upload_too_slow(srv_conn *c);
 
 srv_conn *narcache__srv_conn_next(srv_conn *c) { return c->next; }
 
@@ -175,6 +190,17 @@ static void on_timer(uv_timer_t *t) {
                       (narcache_log_field[]){{"peer", c->peer}}, 1);
     c->aborted = 1;
     close_conn(c);
+    return;
+  case PHASE_RECEIVE:
+    if (upload_too_slow(c)) {
+      narcache__srv_log(s, NARCACHE_LOG_INFO, "upload_stalled",
+                        "upload body too slow or stopped: dropped",
+                        (narcache_log_field[]){{"peer", c->peer}, {"target", c->x->target}}, 2);
+      c->aborted = 1;
+      close_conn(c);
+      return;
+    }
+    arm_timer(c, s->opt[NARCACHE_OPT_BODY_STALL_MS] / 4 + 1);
     return;
   case PHASE_SEND:
   case PHASE_BLOCKED: {
@@ -231,7 +257,57 @@ int narcache__srv_conn_start(srv_t *s, int fd, const char *peer) {
   return NARCACHE_OK;
 }
 
+typedef struct abort_job {
+  uv_work_t work;
+  srv_t *server;
+  srv_upload *upload;
+} abort_job;
+
+static void abort_upload_work(uv_work_t *w) {
+  narcache__srv_upload_abort(((abort_job *)w->data)->upload);
+}
+
+static void abort_upload_done(uv_work_t *w, int status) {
+  (void)status;
+  abort_job *job = w->data;
+  srv_t *s = job->server;
+  s->work_in_flight--;
+  narcache__free(job);
+  narcache__srv_maybe_stopped(s);
+}
+
+/* Drop an unfinished upload on the pool (removing its temporary file is
+ * file I/O: not on the loop); inline only if no task can be queued. */
+static void abort_upload(srv_t *s, srv_upload *u) {
+  abort_job *job = narcache__malloc(sizeof *job);
+  if (job != NULL) {
+    *job = (abort_job){.server = s, .upload = u};
+    job->work.data = job;
+    if (uv_queue_work(s->loop, &job->work, abort_upload_work, abort_upload_done) == 0) {
+      s->work_in_flight++;
+      return;
+    }
+    narcache__free(job);
+  }
+  narcache__srv_upload_abort(u);
+}
+
+static void release_upload(srv_conn *c) {
+  srv_scratch *x = c->x;
+  if (x == NULL)
+    return;
+  if (x->upload != NULL)
+    abort_upload(c->server, x->upload);
+  x->upload = NULL;
+  if (x->counted_upload)
+    c->server->uploads_active--;
+  x->counted_upload = 0;
+  narcache__free(x->up_buf);
+  x->up_buf = NULL;
+}
+
 static void release_reader(srv_conn *c) {
+  release_upload(c);
   if (c->x != NULL && c->x->pipe_state == 1) {
     close(c->x->pipe_fds[0]);
     close(c->x->pipe_fds[1]);
@@ -470,8 +546,13 @@ static void refuse(srv_conn *c, int status, const char *why) {
   c->keep_alive = 0;
   char body[300];
   int n = snprintf(body, sizeof body, "%d %s: %s\n", status, reason_phrase(status), why);
-  respond_text(c, status, "text/plain; charset=utf-8", body, (size_t)n,
-               status == 405 ? "Allow: GET, HEAD\r\n" : NULL);
+  const char *extra = NULL;
+  if (status == 405)
+    extra = c->server->opt[NARCACHE_OPT_MAX_UPLOAD_BYTES] > 0 ? "Allow: GET, HEAD, PUT\r\n"
+                                                             : "Allow: GET, HEAD\r\n";
+  else if (status == 401)
+    extra = "WWW-Authenticate: Basic realm=\"narcache\", Bearer\r\n";
+  respond_text(c, status, "text/plain; charset=utf-8", body, (size_t)n, extra);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1183,7 +1264,9 @@ static void respond_metrics(srv_conn *c) {
 }
 
 /* Map the path to an object and ask the store, or answer directly. */
-static void route_request(srv_conn *c) {
+/* The object a request's target names (NARCACHE_OBJECT_*; its name in
+ * c->x->name), or -1 if none. Sets c->route. */
+static int object_of(srv_conn *c) {
   const narcache__http_span *path = &c->req.path;
   int kind = -1;
   c->route = ROUTE_OTHER;
@@ -1192,14 +1275,6 @@ static void route_request(srv_conn *c) {
     kind = NARCACHE_OBJECT_CACHE_INFO;
     c->name_len = 0;
     c->x->name[0] = '\0';
-  } else if (path->len == 8 && memcmp(path->p, "/healthz", 8) == 0) {
-    c->route = ROUTE_HEALTHZ;
-    respond_healthz(c);
-    return;
-  } else if (path->len == 8 && memcmp(path->p, "/metrics", 8) == 0) {
-    c->route = ROUTE_METRICS;
-    respond_metrics(c);
-    return;
   } else if (has_prefix(path, "/nar/")) {
     c->route = ROUTE_NAR;
     kind = NARCACHE_OBJECT_NAR;
@@ -1243,11 +1318,307 @@ static void route_request(srv_conn *c) {
     kind = NARCACHE_OBJECT_LISTING;
     set_name(c, path->p + 1, 32);
   }
-  if (kind < 0 || narcache_object_name_check(kind, c->x->name, c->name_len) < 0) {
+  if (kind >= 0 && narcache_object_name_check(kind, c->x->name, c->name_len) < 0)
+    kind = -1;
+  return kind;
+}
+
+static void start_upload(srv_conn *c, int kind);
+static int require_scope(srv_conn *c, int kind, int need);
+
+static void route_request(srv_conn *c) {
+  const narcache__http_span *path = &c->req.path;
+  int put = c->req.method == NARCACHE__HTTP_PUT;
+  if (path->len == 8 && memcmp(path->p, "/healthz", 8) == 0) {
+    c->route = ROUTE_HEALTHZ;
+    if (put)
+      refuse(c, 405, "nothing can be uploaded here");
+    else
+      respond_healthz(c);
+    return;
+  }
+  if (path->len == 8 && memcmp(path->p, "/metrics", 8) == 0) {
+    c->route = ROUTE_METRICS;
+    if (put)
+      refuse(c, 405, "nothing can be uploaded here");
+    else
+      respond_metrics(c);
+    return;
+  }
+  int kind = object_of(c);
+  if (kind < 0 && put) {
+    refuse(c, 404, "not a binary-cache object name");
+    return;
+  }
+  if (kind < 0) {
     respond_text(c, 404, "text/plain", "404 Not Found\n", 14, NULL);
     return;
   }
+  if (put) {
+    start_upload(c, kind);
+    return;
+  }
+  if (c->server->opt[NARCACHE_OPT_PRIVATE] && require_scope(c, kind, NARCACHE_SCOPE_READ) < 0)
+    return;
   ask_store(c, kind);
+}
+
+/* ------------------------------------------------------------------ */
+/* Access                                                              */
+/* ------------------------------------------------------------------ */
+
+/* The scope the request's credential grants: the embedder's authorize
+ * hook decides, or else the token table. */
+static int granted_scope(srv_conn *c, int kind) {
+  srv_t *s = c->server;
+  char credential[300];
+  int len = 0;
+  if (c->req.authorization.len > 0)
+    len = narcache_auth_credential(credential, sizeof credential, c->req.authorization.p,
+                                   c->req.authorization.len);
+  if (len < 0)
+    len = 0;
+  int scope = NARCACHE_SCOPE_NONE;
+  if (s->hooks.authorize != NULL) {
+    narcache_auth_request r = {.version = 1,
+                               .method = c->method,
+                               .target = c->x->target,
+                               .kind = kind,
+                               .credential = len > 0 ? credential : NULL,
+                               .credential_len = (size_t)len,
+                               .peer = c->peer};
+    scope = s->hooks.authorize(s->userdata, &r);
+  } else if (s->tokens != NULL && len > 0) {
+    scope = narcache_tokens_check(s->tokens, credential, (size_t)len, NULL);
+  }
+  explicit_bzero(credential, sizeof credential);
+  return scope;
+}
+
+/* 0 if the request may go on; otherwise it has been refused: 401 without
+ * a usable credential, 403 with one that grants too little. */
+static int require_scope(srv_conn *c, int kind, int need) {
+  int got = granted_scope(c, kind);
+  if (got >= need)
+    return 0;
+  int status = got == NARCACHE_SCOPE_NONE ? 401 : 403;
+  narcache__srv_log(c->server, NARCACHE_LOG_INFO, "access_denied",
+                    status == 401 ? "no valid token" : "the token does not allow this",
+                    (narcache_log_field[]){{"peer", c->peer},
+                                           {"method", c->method},
+                                           {"target", c->x->target}},
+                    3);
+  refuse(c, status,
+         status == 401 ? "a token is needed (Authorization: Bearer TOKEN, or the password of Basic auth)"
+         : need == NARCACHE_SCOPE_WRITE ? "this token may not upload"
+                                        : "this token may not read");
+  return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Uploads                                                             */
+/* ------------------------------------------------------------------ */
+
+static void receive_body(srv_conn *c);
+static void upload_refused(srv_conn *c, int status, const char *why);
+static void upload_begun(srv_conn *c);
+
+static void upload_begin_work(uv_work_t *w) {
+  srv_conn *c = w->data;
+  srv_scratch *x = c->x;
+  x->up_status = narcache__srv_upload_begin(&x->upload, c->server, x->upload_kind, x->name,
+                                            c->name_len, c->req.content_length, x->up_why,
+                                            sizeof x->up_why);
+}
+
+static void upload_write_work(uv_work_t *w) {
+  srv_conn *c = w->data;
+  srv_scratch *x = c->x;
+  x->up_status = narcache__srv_upload_write(x->upload, x->up_buf, x->up_len, x->up_why,
+                                            sizeof x->up_why);
+  x->up_len = 0;
+}
+
+static void upload_commit_work(uv_work_t *w) {
+  srv_conn *c = w->data;
+  srv_scratch *x = c->x;
+  x->up_status = narcache__srv_upload_commit(x->upload, x->up_why, sizeof x->up_why);
+  x->upload = NULL; /* committed or dropped: either way gone */
+}
+
+static void upload_task_done(uv_work_t *w, int status);
+
+static void queue_upload_task(srv_conn *c, uv_work_cb work) {
+  srv_t *s = c->server;
+  watch(c, 0);
+  uv_timer_stop(&c->timer);
+  c->phase = PHASE_STORE;
+  c->work.data = c;
+  if (uv_queue_work(s->loop, &c->work, work, upload_task_done) != 0) {
+    c->aborted = 1;
+    close_conn(c);
+    return;
+  }
+  c->work_busy = 1;
+  s->work_in_flight++;
+}
+
+static void upload_stored(srv_conn *c) {
+  srv_t *s = c->server;
+  srv_scratch *x = c->x;
+  if (s->cache != NULL && (x->upload_kind == NARCACHE_OBJECT_NARINFO ||
+                           x->upload_kind == NARCACHE_OBJECT_CACHE_INFO))
+    narcache__srv_cache_forget(s->cache, x->upload_kind, x->name, c->name_len);
+  char bytes[32];
+  snprintf(bytes, sizeof bytes, "%llu", (unsigned long long)x->up_received);
+  narcache__srv_log(s, NARCACHE_LOG_INFO, "upload_stored", "upload published",
+                    (narcache_log_field[]){{"peer", c->peer}, {"target", x->target}, {"bytes", bytes}},
+                    3);
+  respond_text(c, 200, "text/plain", "stored\n", 7, NULL);
+}
+
+/* A task of the upload ended: go on with the body, commit, or answer. */
+static void upload_task_done(uv_work_t *w, int status) {
+  srv_conn *c = w->data;
+  srv_t *s = c->server;
+  c->work_busy = 0;
+  s->work_in_flight--;
+  if (c->closing || status != 0) {
+    c->closing = 0;
+    c->aborted = 1;
+    close_conn(c);
+    return;
+  }
+  srv_scratch *x = c->x;
+  if (x->up_status != 0) {
+    upload_refused(c, x->up_status, x->up_why);
+    return;
+  }
+  if (x->upload == NULL) { /* the commit went through */
+    upload_stored(c);
+    return;
+  }
+  if (x->up_started_ms == 0) { /* the store took the upload: now its body */
+    upload_begun(c);
+    return;
+  }
+  if (x->up_left == 0 && x->up_len == 0) {
+    queue_upload_task(c, upload_commit_work);
+    return;
+  }
+  receive_body(c);
+}
+
+static void upload_refused(srv_conn *c, int status, const char *why) {
+  narcache__srv_log(c->server, status >= 500 ? NARCACHE_LOG_ERROR : NARCACHE_LOG_INFO,
+                    "upload_refused", why,
+                    (narcache_log_field[]){{"peer", c->peer}, {"target", c->x->target}}, 2);
+  refuse(c, status, why);
+}
+
+/* The store accepted the upload: say 100 Continue if asked, then take the
+ * body, starting with what arrived with the head. */
+static void upload_begun(srv_conn *c) {
+  srv_scratch *x = c->x;
+  if (c->req.expect_continue) {
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    ssize_t n;
+    while ((n = send(c->fd, cont, sizeof cont - 1, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 &&
+           errno == EINTR)
+      continue;
+    if (n != (ssize_t)(sizeof cont - 1)) { /* an idle socket takes 25 bytes, or is dead */
+      c->aborted = 1;
+      close_conn(c);
+      return;
+    }
+  }
+  x->up_started_ms = c->last_progress_ms = narcache__srv_now_ms(c->server);
+  size_t early = c->in_len - c->head_len;
+  if (early > x->up_left)
+    early = (size_t)x->up_left;
+  memcpy(x->up_buf, c->in + c->head_len, early);
+  x->up_len = early;
+  x->up_left -= early;
+  x->up_received = early;
+  c->head_len += early; /* finish_request drops them with the head */
+  receive_body(c);
+}
+
+static void start_upload(srv_conn *c, int kind) {
+  srv_t *s = c->server;
+  srv_scratch *x = c->x;
+  int64_t max = s->opt[NARCACHE_OPT_MAX_UPLOAD_BYTES];
+  if (max == 0) {
+    refuse(c, 405, "uploads are not enabled on this server");
+    return;
+  }
+  if (require_scope(c, kind, NARCACHE_SCOPE_WRITE) < 0)
+    return;
+  if (c->req.chunked || !c->req.has_content_length) {
+    upload_refused(c, 411, "an upload needs Content-Length (chunked bodies are not taken)");
+    return;
+  }
+  if (c->req.content_length > (uint64_t)max) {
+    upload_refused(c, 413, "larger than the upload limit");
+    return;
+  }
+  if (s->uploads_active >= (size_t)s->opt[NARCACHE_OPT_MAX_UPLOADS]) {
+    upload_refused(c, 503, "too many uploads at once; try again");
+    return;
+  }
+  if ((x->up_buf = narcache__malloc(UPLOAD_BUFFER)) == NULL) {
+    upload_refused(c, 503, "out of memory");
+    return;
+  }
+  s->uploads_active++;
+  x->counted_upload = 1;
+  x->upload_kind = kind;
+  x->up_left = c->req.content_length;
+  queue_upload_task(c, upload_begin_work);
+}
+
+/* Read body bytes until the buffer is full or the body complete, then
+ * hand them to the store. Called again on every readable event. */
+static void receive_body(srv_conn *c) {
+  srv_scratch *x = c->x;
+  while (x->up_left > 0 && x->up_len < UPLOAD_BUFFER) {
+    size_t room = UPLOAD_BUFFER - x->up_len;
+    if (room > x->up_left)
+      room = (size_t)x->up_left;
+    ssize_t n = recv(c->fd, x->up_buf + x->up_len, room, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      c->phase = PHASE_RECEIVE;
+      watch(c, UV_READABLE);
+      arm_timer(c, c->server->opt[NARCACHE_OPT_BODY_STALL_MS]);
+      return;
+    }
+    if (n <= 0) { /* the client went away: the upload leaves no trace */
+      c->aborted = 1;
+      close_conn(c);
+      return;
+    }
+    x->up_len += (size_t)n;
+    x->up_left -= (uint64_t)n;
+    x->up_received += (uint64_t)n;
+    c->last_progress_ms = narcache__srv_now_ms(c->server);
+  }
+  if (x->up_len > 0)
+    queue_upload_task(c, upload_write_work);
+  else
+    queue_upload_task(c, upload_commit_work);
+}
+
+/* An upload's body stopped or crawls: drop it (nothing is published). */
+static int upload_too_slow(srv_conn *c) {
+  srv_t *s = c->server;
+  uint64_t now = narcache__srv_now_ms(s);
+  uint64_t elapsed = now - c->x->up_started_ms;
+  int64_t min_rate = s->opt[NARCACHE_OPT_MIN_BODY_RATE];
+  return (int64_t)(now - c->last_progress_ms) >= s->opt[NARCACHE_OPT_BODY_STALL_MS] ||
+         (min_rate > 0 && elapsed > MIN_RATE_WINDOW_MS &&
+          (double)c->x->up_received * 1000.0 / (double)elapsed < (double)min_rate);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1273,14 +1644,15 @@ static void handle_request(srv_conn *c) {
   uv_timer_stop(&c->timer);
   watch(c, 0);
   int has_body = c->req.chunked || (c->req.has_content_length && c->req.content_length > 0);
-  if (c->req.method != NARCACHE__HTTP_GET && c->req.method != NARCACHE__HTTP_HEAD) {
-    if (c->req.method == NARCACHE__HTTP_OTHER)
+  int method = c->req.method;
+  if (method != NARCACHE__HTTP_GET && method != NARCACHE__HTTP_HEAD && method != NARCACHE__HTTP_PUT) {
+    if (method == NARCACHE__HTTP_OTHER)
       refuse(c, 501, "method not implemented");
     else
-      refuse(c, 405, "this server is read-only");
+      refuse(c, 405, "only GET, HEAD and PUT");
     return;
   }
-  if (has_body) {
+  if (has_body && method != NARCACHE__HTTP_PUT) {
     refuse(c, 400, "GET and HEAD requests have no body here");
     return;
   }
@@ -1393,6 +1765,10 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   }
   if ((events & UV_WRITABLE) && c->phase == PHASE_BLOCKED) {
     queue_pump(c);
+    return;
+  }
+  if ((events & UV_READABLE) && c->phase == PHASE_RECEIVE) {
+    receive_body(c);
     return;
   }
   if ((events & UV_READABLE) && (c->phase == PHASE_IDLE || c->phase == PHASE_HEAD))

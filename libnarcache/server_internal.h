@@ -13,7 +13,7 @@
 #include <stdatomic.h>
 #include <uv.h>
 
-#define SRV_OPTION_COUNT 19 /* enum narcache_server_option values 1..18 */
+#define SRV_OPTION_COUNT 21 /* enum narcache_server_option values 1..20 */
 
 /* Routes, for metrics and the access log. */
 enum srv_route {
@@ -83,6 +83,8 @@ struct narcache_server {
   narcache_store *store;
   narcache_server_hooks hooks;
   void *userdata;
+  const narcache_tokens *tokens; /* borrowed; see narcache_server_set_tokens */
+  size_t uploads_active;
   int64_t opt[SRV_OPTION_COUNT];
   char *not_ready;
   srv_cache *cache; /* NULL when NARCACHE_OPT_MEMORY_CACHE_MS is 0 */
@@ -133,6 +135,16 @@ int narcache__srv_conn_start(srv_t *s, int fd, const char *peer);
 void narcache__srv_conn_stop_gracefully(struct srv_conn *c); /* on stop */
 void narcache__srv_conn_abort(struct srv_conn *c);           /* stop timeout */
 struct srv_conn *narcache__srv_conn_next(struct srv_conn *c);
+
+/* server_upload.c: an upload's bytes into the store (pool threads). Each
+ * returns 0 or the HTTP status to answer, with the reason in `why`. */
+typedef struct srv_upload srv_upload;
+int narcache__srv_upload_begin(srv_upload **out, srv_t *s, int kind, const char *name, size_t len,
+                               uint64_t size, char *why, size_t why_size);
+int narcache__srv_upload_write(srv_upload *u, const void *data, size_t len, char *why,
+                               size_t why_size);
+int narcache__srv_upload_commit(srv_upload *u, char *why, size_t why_size); /* frees u */
+void narcache__srv_upload_abort(srv_upload *u);                              /* frees u */
 
 /* server_metrics.c */
 void narcache__srv_count_request(srv_t *s, int route, int status, double seconds);

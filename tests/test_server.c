@@ -794,6 +794,214 @@ static void test_generated_nar(void **state) {
   remove_gen_tree(&t);
 }
 
+/* ------------------------------------------------------------------ */
+/* Uploads                                                             */
+/* ------------------------------------------------------------------ */
+
+#define WRITE_TOKEN "w-6b1f0c0e5d0a4e3c9a7f21d4c8e2b9a1"
+#define READ_TOKEN "r-0f9e8d7c6b5a49382716a5b4c3d2e1f0"
+/* "Authorization: Basic" of nix:WRITE_TOKEN, as Nix sends it from netrc */
+#define BASIC_WRITE "Basic bml4OnctNmIxZjBjMGU1ZDBhNGUzYzlhN2YyMWQ0YzhlMmI5YTE="
+
+/* PUT `len` bytes of `body` to `path` with an optional Authorization value.
+ * With `expect`, wait for "100 Continue" before sending the body (and fail
+ * if a final answer comes instead, which is then returned). `send_len`
+ * bytes of the body are sent (< len: the client gives up half-way). The
+ * response is parsed into *r; the raw bytes are returned (free them). */
+static char *put_object(int port, const char *path, const char *auth, const void *body, size_t len,
+                        size_t send_len, int expect, response *r) {
+  int fd = connect_to(port);
+  char head[1024];
+  int n = snprintf(head, sizeof head,
+                   "PUT %s HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\n"
+                   "Content-Length: %zu\r\n%s%s%s%sConnection: close\r\n\r\n",
+                   path, len, auth ? "Authorization: " : "", auth ? auth : "", auth ? "\r\n" : "",
+                   expect ? "Expect: 100-continue\r\n" : "");
+  send_all(fd, head, (size_t)n);
+  if (expect) {
+    char interim[64];
+    ssize_t got = recv(fd, interim, 25, MSG_PEEK);
+    assert_true(got > 0);
+    if (got >= 25 && memcmp(interim, "HTTP/1.1 100 Continue\r\n\r\n", 25) == 0) {
+      assert_int_equal(recv(fd, interim, 25, 0), 25);
+    } else { /* a final answer instead: the body is not sent */
+      send_len = 0;
+      shutdown(fd, SHUT_WR);
+    }
+  }
+  if (send_len > 0)
+    send_all(fd, body, send_len);
+  if (send_len < len)
+    shutdown(fd, SHUT_WR);
+  size_t got_len = 0;
+  char *buf = read_to_close(fd, &got_len);
+  close(fd);
+  if (parse_response(r, buf, got_len, 0) != 0)
+    r->status = -1;
+  return buf;
+}
+
+static int put_status(int port, const char *path, const char *auth, const char *body,
+                      int expect) {
+  response r;
+  free(put_object(port, path, auth, body, strlen(body), strlen(body), expect, &r));
+  return r.status;
+}
+
+static int get_status(int port, const char *path, const char *auth, char **body, size_t *len) {
+  int fd = connect_to(port);
+  char req[512];
+  int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n%s%s%sConnection: close\r\n\r\n",
+                   path, auth ? "Authorization: " : "", auth ? auth : "", auth ? "\r\n" : "");
+  send_all(fd, req, (size_t)n);
+  size_t got = 0;
+  char *buf = read_to_close(fd, &got);
+  close(fd);
+  response r;
+  int status = parse_response(&r, buf, got, 0) == 0 ? r.status : -1;
+  if (body != NULL && status > 0) {
+    *body = malloc(r.body_len + 1);
+    memcpy(*body, r.body, r.body_len);
+    *len = r.body_len;
+  }
+  free(buf);
+  return status;
+}
+
+/* No ".tmp-" file anywhere under `dir`: a refused or broken upload left
+ * no trace. */
+static void assert_no_temp_files(const char *dir) {
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "test -z \"$(find '%s' -name '.tmp-*')\"", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
+static void test_uploads(void **state) {
+  (void)state;
+  char dir[] = "/tmp/narcache-server-up-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  narcache_store *st = NULL;
+  assert_int_equal(narcache_store_dir_new(&st, dir, NARCACHE_STORE_DIR_WRITABLE), 0);
+  narcache_tokens *tokens = NULL;
+  const char *table = "ci write " WRITE_TOKEN "\nlaptop read " READ_TOKEN "\n";
+  assert_int_equal(narcache_tokens_parse(&tokens, table, strlen(table), NULL, 0), 0);
+  running run;
+  start(&run, st, (option_value[]){{NARCACHE_OPT_MAX_UPLOAD_BYTES, 1 << 20}, {0, 0}});
+  assert_int_equal(narcache_server_set_tokens(run.server, tokens), 0); /* loop idle: safe */
+
+  size_t nar_len = 0, ni_len = 0;
+  char *nar = test_data_slurp("narinfo/caches/none/nar/" REF_NAR, &nar_len);
+  char *ni = test_data_slurp("narinfo/caches/none/" REF_HASH ".narinfo", &ni_len);
+  response r;
+  char *buf;
+
+  /* refusals first, each leaving nothing behind */
+  buf = put_object(run.port, "/nar/" REF_NAR, NULL, nar, nar_len, nar_len, 1, &r);
+  assert_int_equal(r.status, 401); /* no token: refused before the body */
+  assert_non_null(field(&r, "WWW-Authenticate"));
+  free(buf);
+  assert_int_equal(put_status(run.port, "/nar/" REF_NAR, "Bearer " READ_TOKEN, "x", 1), 403);
+  assert_int_equal(put_status(run.port, "/nar/" REF_NAR, "Bearer wrong-token-0123456789", "x", 1),
+                   401);
+  assert_int_equal(put_status(run.port, "/healthz", "Bearer " WRITE_TOKEN, "x", 0), 405);
+  assert_int_equal(put_status(run.port, "/nar/..%2Fx.nar", "Bearer " WRITE_TOKEN, "x", 0), 404);
+  /* over the limit (1 MiB): 413 at once, from the announced length */
+  int fd = connect_to(run.port);
+  const char *big = "PUT /nar/" REF_NAR " HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " WRITE_TOKEN
+                    "\r\nContent-Length: 1048577\r\nExpect: 100-continue\r\n\r\n";
+  send_all(fd, big, strlen(big));
+  size_t len = 0;
+  buf = read_to_close(fd, &len);
+  close(fd);
+  assert_int_equal(parse_response(&r, buf, len, 0), 0);
+  assert_int_equal(r.status, 413);
+  free(buf);
+  /* no length: chunked is not taken */
+  fd = connect_to(run.port);
+  const char *chunked = "PUT /nar/" REF_NAR " HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " WRITE_TOKEN
+                        "\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n";
+  send_all(fd, chunked, strlen(chunked));
+  buf = read_to_close(fd, &len);
+  close(fd);
+  assert_int_equal(parse_response(&r, buf, len, 0), 0);
+  assert_int_equal(r.status, 411);
+  free(buf);
+  /* the narinfo before its NAR: refused, 4xx */
+  assert_int_equal(put_status(run.port, "/" REF_HASH ".narinfo", "Bearer " WRITE_TOKEN, ni, 1), 409);
+  /* a body cut short: dropped */
+  buf = put_object(run.port, "/nar/" REF_NAR, BASIC_WRITE, nar, nar_len, nar_len / 2, 0, &r);
+  free(buf);
+  for (int i = 0; i < 100 && get_status(run.port, "/nar/" REF_NAR, NULL, NULL, NULL) != 404; i++)
+    usleep(10000);
+  assert_int_equal(get_status(run.port, "/nar/" REF_NAR, NULL, NULL, NULL), 404);
+  usleep(100000); /* the dropped upload's file goes on a pool thread */
+  assert_no_temp_files(dir);
+
+  /* the real sequence: nix-cache-info, the NAR (Basic auth from netrc,
+   * 100-continue), then the narinfo; each readable afterwards */
+  const char *info = "StoreDir: /nix/store\n";
+  assert_int_equal(put_status(run.port, "/nix-cache-info", "Bearer " WRITE_TOKEN, info, 1), 200);
+  buf = put_object(run.port, "/nar/" REF_NAR, BASIC_WRITE, nar, nar_len, nar_len, 1, &r);
+  assert_int_equal(r.status, 200);
+  free(buf);
+  assert_int_equal(put_status(run.port, "/" REF_HASH ".narinfo", "Bearer " WRITE_TOKEN, ni, 1), 200);
+  char *got = NULL;
+  size_t got_len = 0;
+  assert_int_equal(get_status(run.port, "/nar/" REF_NAR, NULL, &got, &got_len), 200);
+  assert_int_equal(got_len, nar_len);
+  assert_memory_equal(got, nar, nar_len);
+  free(got);
+  assert_int_equal(get_status(run.port, "/" REF_HASH ".narinfo", NULL, &got, &got_len), 200);
+  assert_int_equal(got_len, ni_len);
+  assert_memory_equal(got, ni, ni_len);
+  free(got);
+  assert_int_equal(get_status(run.port, "/nix-cache-info", NULL, &got, &got_len), 200);
+  assert_int_equal(got_len, strlen(info));
+  free(got);
+
+  /* pipelined: an upload and a read on one connection, answered in order */
+  fd = connect_to(run.port);
+  char two[1024];
+  int n = snprintf(two, sizeof two,
+                   "PUT /log/ba703j8axyq4wqbbwjh4vw23rslsrwhw-ref-demo.drv HTTP/1.1\r\nHost: t\r\n"
+                   "Authorization: Bearer " WRITE_TOKEN "\r\nContent-Length: 9\r\n\r\nbuilt ok\n"
+                   "GET /log/ba703j8axyq4wqbbwjh4vw23rslsrwhw-ref-demo.drv HTTP/1.1\r\nHost: t\r\n"
+                   "Connection: close\r\n\r\n");
+  send_all(fd, two, (size_t)n);
+  buf = read_to_close(fd, &len);
+  close(fd);
+  assert_int_equal(parse_response(&r, buf, len, 0), 0);
+  assert_int_equal(r.status, 200);
+  response r2;
+  assert_int_equal(parse_response(&r2, buf + r.total, len - r.total, 0), 0);
+  assert_int_equal(r2.status, 200);
+  assert_int_equal(r2.body_len, 9);
+  assert_memory_equal(r2.body, "built ok\n", 9);
+  free(buf);
+  assert_no_temp_files(dir);
+  stop(&run);
+
+  /* a private cache: reads need a token too */
+  assert_int_equal(narcache_store_dir_new(&st, dir, 0), 0);
+  start(&run, st,
+        (option_value[]){{NARCACHE_OPT_PRIVATE, 1}, {NARCACHE_OPT_MAX_UPLOAD_BYTES, 1 << 20}, {0, 0}});
+  assert_int_equal(narcache_server_set_tokens(run.server, tokens), 0);
+  assert_int_equal(get_status(run.port, "/" REF_HASH ".narinfo", NULL, NULL, NULL), 401);
+  assert_int_equal(get_status(run.port, "/" REF_HASH ".narinfo", "Bearer " READ_TOKEN, NULL, NULL), 200);
+  assert_int_equal(get_status(run.port, "/" REF_HASH ".narinfo", BASIC_WRITE, NULL, NULL), 200);
+  assert_int_equal(get_status(run.port, "/healthz", NULL, NULL, NULL), 200); /* not an object */
+  /* a read-only store: an upload is refused even with a write token */
+  assert_int_equal(put_status(run.port, "/nix-cache-info", "Bearer " WRITE_TOKEN, info, 1), 405);
+  stop(&run);
+
+  narcache_tokens_free(tokens);
+  free(nar);
+  free(ni);
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
 static long cpu_ticks(pid_t pid);
 
 /* Close a connection in the middle of a body. Even rounds reset it
@@ -1113,6 +1321,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_timeouts),
       cmocka_unit_test(test_store_errors),
       cmocka_unit_test(test_generated_nar),
+      cmocka_unit_test(test_uploads),
       cmocka_unit_test(test_health),
       cmocka_unit_test(test_memory_cache),
       cmocka_unit_test(test_cache_info_overrides),

@@ -9,6 +9,18 @@
  * the socket drains, so memory per connection is bounded whatever the NAR
  * size or the client's speed.
  *
+ * Uploads (PUT of any object, as `nix copy --to http://...` sends them)
+ * are off until NARCACHE_OPT_MAX_UPLOAD_BYTES is set, need a token with
+ * write scope (see auth.h, narcache_server_set_tokens and the `authorize`
+ * hook) and a store that takes uploads. The answers: 401 without a token,
+ * 403 with a read-only one, 411 without Content-Length (chunked bodies are
+ * not taken), 413 over the limit, 503 when NARCACHE_OPT_MAX_UPLOADS are
+ * running, 405 for a read-only store, 409 for a narinfo whose NAR is not
+ * there; refusals come before any body byte is read (a client that sent
+ * `Expect: 100-continue` gets `100 Continue` only once the store took the
+ * upload). A body that stalls, crawls or ends early leaves no trace; the
+ * object is published atomically once its last byte is stored.
+ *
  * Responses: 404 only when the store says an object is absent; 503 with
  * Retry-After for anything transient (the Nix client caches a 404 for an
  * hour). Every 200 carries Content-Length, everything a body needs is
@@ -30,6 +42,7 @@
 #ifndef NARCACHE_SERVER_H
 #define NARCACHE_SERVER_H
 
+#include "narcache/auth.h"
 #include "narcache/common.h"
 #include "narcache/store.h"
 
@@ -87,7 +100,18 @@ typedef struct narcache_access_record {
                            store error mid-body, timeout) */
 } narcache_access_record;
 
-#define NARCACHE_SERVER_HOOKS_VERSION 1
+/** What the `authorize` hook is asked about. Borrowed for the call. */
+typedef struct narcache_auth_request {
+  uint32_t version;       /* 1 */
+  const char *method;     /* "PUT", "GET", "HEAD" */
+  const char *target;     /* as sent, NUL-terminated, may be truncated to 1 KiB */
+  int kind;               /* NARCACHE_OBJECT_*, or 0 for other routes */
+  const char *credential; /* Bearer token or Basic password; NULL if none */
+  size_t credential_len;
+  const char *peer;       /* "ADDR:PORT", "[V6]:PORT" or "unix" */
+} narcache_auth_request;
+
+#define NARCACHE_SERVER_HOOKS_VERSION 2
 
 /** Callbacks into the embedding daemon; any may be NULL. Copied by
  *  narcache_server_set_hooks (append-only, by `version`). */
@@ -110,6 +134,14 @@ typedef struct narcache_server_hooks {
   void (*stopped)(void *userdata, narcache_server *server);
   void (*log)(void *userdata, const narcache_log_record *record);
   void (*access)(void *userdata, const narcache_access_record *record);
+  /* ---- version 2 ---- */
+  /** The scope (enum narcache_scope) the request's credential grants.
+   *  Asked for every upload, which needs NARCACHE_SCOPE_WRITE, and with
+   *  NARCACHE_OPT_PRIVATE for every read of an object, which needs
+   *  NARCACHE_SCOPE_READ or more. NULL: the token table given to
+   *  narcache_server_set_tokens() decides (no table: nothing is granted).
+   *  Runs on the loop thread: it must not block. */
+  int (*authorize)(void *userdata, const narcache_auth_request *request);
 } narcache_server_hooks;
 
 /* ------------------------------------------------------------------------ */
@@ -160,6 +192,10 @@ enum narcache_server_option {
    * off). An upload through the server drops its entry at once. */
   NARCACHE_OPT_MEMORY_CACHE_MS = 17,
   NARCACHE_OPT_MEMORY_CACHE_BYTES = 18, /* its budget (16 MiB) */
+  /* uploads received at once; more get 503 with Retry-After (16) */
+  NARCACHE_OPT_MAX_UPLOADS = 19,
+  /* 1: every read of an object needs a token too (a private cache; 0) */
+  NARCACHE_OPT_PRIVATE = 20,
 };
 
 /** Set a numeric option. Before narcache_server_start.
@@ -170,6 +206,14 @@ NARCACHE_API int narcache_server_set_option(narcache_server *server, int option,
 /** Read an option's current value. @return 0; NARCACHE_EINVAL. */
 NARCACHE_API int narcache_server_get_option(const narcache_server *server, int option,
                                             int64_t *value);
+
+/** The token table the default authorization checks (see the `authorize`
+ *  hook). Borrowed: it must outlive its use; replace it (e.g. after
+ *  reloading the file on SIGHUP) by calling again, on the loop thread, and
+ *  free the old table afterwards. NULL: no tokens, uploads refused (401).
+ *  @return 0; NARCACHE_EINVAL. */
+NARCACHE_API int narcache_server_set_tokens(narcache_server *server,
+                                            const narcache_tokens *tokens);
 
 /** Mark the server not ready for a reason of the embedder's (for example
  *  "no signing key loaded"), or ready again with NULL. While not ready,
