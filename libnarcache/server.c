@@ -50,6 +50,7 @@ static const struct {
     [NARCACHE_OPT_MEMORY_CACHE_BYTES] = {16 << 20, 0, INT64_MAX},
     [NARCACHE_OPT_MAX_UPLOADS] = {16, 1, 100000},
     [NARCACHE_OPT_PRIVATE] = {0, 0, 1},
+    [NARCACHE_OPT_ALLOW_OVERWRITE] = {0, 0, 1},
 };
 
 static int valid_option(int option) {
@@ -115,6 +116,24 @@ int narcache_server_set_hooks(narcache_server *s, const narcache_server_hooks *h
            hooks->version == 1 ? offsetof(narcache_server_hooks, authorize) : sizeof s->hooks);
   s->hooks.version = NARCACHE_SERVER_HOOKS_VERSION;
   s->userdata = userdata;
+  return NARCACHE_OK;
+}
+
+int narcache_server_set_upload_keys(narcache_server *s, const narcache_key *const *trusted,
+                                    size_t n_trusted, const narcache_key *signing) {
+  if (s == NULL || (trusted == NULL && n_trusted > 0) ||
+      (signing != NULL && !narcache_key_is_secret(signing)))
+    return NARCACHE_EINVAL;
+  const narcache_key **copy = NULL;
+  if (n_trusted > 0) {
+    if ((copy = narcache__calloc(n_trusted, sizeof *copy)) == NULL)
+      return NARCACHE_ENOMEM;
+    memcpy(copy, trusted, n_trusted * sizeof *copy);
+  }
+  narcache__free(s->trusted_keys);
+  s->trusted_keys = copy;
+  s->n_trusted_keys = n_trusted;
+  s->signing_key = signing;
   return NARCACHE_OK;
 }
 
@@ -798,6 +817,7 @@ void narcache_server_free(narcache_server *s) {
     uv_loop_close(&s->own_loop);
   narcache__srv_cache_free(s->cache);
   narcache__free(s->not_ready);
+  narcache__free(s->trusted_keys);
   narcache__free(s);
 }
 

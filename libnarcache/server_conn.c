@@ -451,18 +451,23 @@ static const char *reason_phrase(int status) {
   case 206: return "Partial Content";
   case 304: return "Not Modified";
   case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 403: return "Forbidden";
   case 404: return "Not Found";
   case 405: return "Method Not Allowed";
   case 408: return "Request Timeout";
+  case 409: return "Conflict";
   case 411: return "Length Required";
   case 413: return "Content Too Large";
   case 414: return "URI Too Long";
+  case 415: return "Unsupported Media Type";
   case 416: return "Range Not Satisfiable";
   case 431: return "Request Header Fields Too Large";
   case 500: return "Internal Server Error";
   case 501: return "Not Implemented";
   case 503: return "Service Unavailable";
   case 505: return "HTTP Version Not Supported";
+  case 507: return "Insufficient Storage";
   default: return "Unknown";
   }
 }

@@ -7,13 +7,14 @@
 
 #include "common_internal.h"
 #include "http_internal.h"
+#include "narcache/narinfo.h"
 #include "narcache/server.h"
 #include "narcache/store.h"
 
 #include <stdatomic.h>
 #include <uv.h>
 
-#define SRV_OPTION_COUNT 21 /* enum narcache_server_option values 1..20 */
+#define SRV_OPTION_COUNT 22 /* enum narcache_server_option values 1..21 */
 
 /* Routes, for metrics and the access log. */
 enum srv_route {
@@ -84,6 +85,9 @@ struct narcache_server {
   narcache_server_hooks hooks;
   void *userdata;
   const narcache_tokens *tokens; /* borrowed; see narcache_server_set_tokens */
+  const narcache_key **trusted_keys; /* the array is ours, the keys borrowed */
+  size_t n_trusted_keys;
+  const narcache_key *signing_key; /* borrowed */
   size_t uploads_active;
   int64_t opt[SRV_OPTION_COUNT];
   char *not_ready;

@@ -252,6 +252,10 @@ int narcache_store_new(narcache_store **out, const narcache_store_methods *m, vo
   return NARCACHE_OK;
 }
 
+const char *narcache__store_dir(const narcache_store *s) {
+  return s->store_dir != NULL ? s->store_dir : NARCACHE_STORE_DIR;
+}
+
 int narcache_store_set_store_dir(narcache_store *s, const char *store_dir) {
   if (s == NULL || store_dir == NULL || store_dir[0] != '/')
     return NARCACHE_EINVAL;

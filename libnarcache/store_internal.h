@@ -7,6 +7,10 @@
 /* A system error as a store result: absent (ENOENT, ENOTDIR, ELOOP: a
  * symlink where an object should be), "try again later" (out of
  * descriptors, memory or space, timeouts, a stale NFS handle), or EIO. */
+struct narcache_store;
+/* The store directory narinfo uploads are checked against. */
+const char *narcache__store_dir(const struct narcache_store *s);
+
 int narcache__store_errno(int err);
 
 /* Write all of `buf` to `fd` (retrying EINTR): 0 or a store result. */

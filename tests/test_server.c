@@ -876,6 +876,47 @@ static void assert_no_temp_files(const char *dir) {
   assert_int_equal(system(cmd), 0);
 }
 
+#define F1_HASH "2x2rbnxcyn2hnpphfd0zsvbidgfij8s0"
+#define F1_NAR "0sg9f58l1jj88w6pdrfdpj5x9b1zrwszk84j81zvby36q9whhhqa.nar"
+
+/* Upload f1 (no references) and check what a NAR upload refuses. */
+static void upload_f1(int port) {
+  size_t nar_len = 0, ni_len = 0;
+  char *nar = test_data_slurp("narinfo/caches/none/nar/" F1_NAR, &nar_len);
+  char *ni = test_data_slurp("narinfo/caches/none/" F1_HASH ".narinfo", &ni_len);
+  response r;
+  /* under a name that is not the hash of its bytes */
+  free(put_object(port, "/nar/" REF_NAR, BASIC_WRITE, nar, nar_len, nar_len, 1, &r));
+  assert_int_equal(r.status, 400);
+  /* a form that cannot be checked here */
+  free(put_object(port, "/nar/" F1_NAR ".xz", BASIC_WRITE, nar, nar_len, nar_len, 1, &r));
+  assert_int_equal(r.status, 415);
+  /* not a NAR, named by its own hash */
+  const char junk[] = "this is not a NAR archive at all";
+  narcache_hash h;
+  assert_int_equal(narcache_hash_buffer(&h, NARCACHE_HASH_SHA256, junk, sizeof junk - 1), 0);
+  char path[128] = "/nar/";
+  size_t n = 0;
+  assert_int_equal(narcache_nix32_encode(path + 5, sizeof path - 10, &n, h.digest, h.len), 0);
+  memcpy(path + 5 + n, ".nar", 5);
+  char *buf = put_object(port, path, BASIC_WRITE, junk, sizeof junk - 1, sizeof junk - 1, 1, &r);
+  assert_int_equal(r.status, 400);
+  assert_non_null(memmem(r.body, r.body_len, "not a valid NAR", 15));
+  free(buf);
+  assert_int_equal(get_status(port, path, NULL, NULL, NULL), 404);
+  /* a narinfo whose NarHash is not its NAR's */
+  free(put_object(port, "/nar/" F1_NAR, BASIC_WRITE, nar, nar_len, nar_len, 1, &r));
+  assert_int_equal(r.status, 200);
+  char *bad = strdup(ni);
+  char *digit = strstr(bad, "NarHash: sha256:") + 16;
+  *digit = *digit == '0' ? '1' : '0';
+  assert_int_equal(put_status(port, "/" F1_HASH ".narinfo", "Bearer " WRITE_TOKEN, bad, 1), 400);
+  free(bad);
+  assert_int_equal(put_status(port, "/" F1_HASH ".narinfo", "Bearer " WRITE_TOKEN, ni, 1), 200);
+  free(nar);
+  free(ni);
+}
+
 static void test_uploads(void **state) {
   (void)state;
   char dir[] = "/tmp/narcache-server-up-XXXXXX";
@@ -885,9 +926,18 @@ static void test_uploads(void **state) {
   narcache_tokens *tokens = NULL;
   const char *table = "ci write " WRITE_TOKEN "\nlaptop read " READ_TOKEN "\n";
   assert_int_equal(narcache_tokens_parse(&tokens, table, strlen(table), NULL, 0), 0);
+  size_t key_len = 0;
+  char *key_text = test_data_slurp("narinfo/keys/test-cache-1.pub", &key_len);
+  while (key_len > 0 && (key_text[key_len - 1] == '\n' || key_text[key_len - 1] == ' '))
+    key_len--;
+  narcache_key *trusted = NULL;
+  assert_int_equal(narcache_key_parse_public(&trusted, key_text, key_len, NULL), 0);
+  free(key_text);
   running run;
   start(&run, st, (option_value[]){{NARCACHE_OPT_MAX_UPLOAD_BYTES, 1 << 20}, {0, 0}});
   assert_int_equal(narcache_server_set_tokens(run.server, tokens), 0); /* loop idle: safe */
+  const narcache_key *keys[] = {trusted};
+  assert_int_equal(narcache_server_set_upload_keys(run.server, keys, 1, NULL), 0);
 
   size_t nar_len = 0, ni_len = 0;
   char *nar = test_data_slurp("narinfo/caches/none/nar/" REF_NAR, &nar_len);
@@ -937,14 +987,26 @@ static void test_uploads(void **state) {
   usleep(100000); /* the dropped upload's file goes on a pool thread */
   assert_no_temp_files(dir);
 
-  /* the real sequence: nix-cache-info, the NAR (Basic auth from netrc,
-   * 100-continue), then the narinfo; each readable afterwards */
+  /* the real sequence: nix-cache-info, then per path, dependencies
+   * first, the NAR (Basic auth from netrc, 100-continue) and the narinfo;
+   * each readable afterwards */
   const char *info = "StoreDir: /nix/store\n";
+  assert_int_equal(put_status(run.port, "/nix-cache-info", "Bearer " WRITE_TOKEN, "StoreDir: /gnu/store\n", 1),
+                   400); /* another store directory */
   assert_int_equal(put_status(run.port, "/nix-cache-info", "Bearer " WRITE_TOKEN, info, 1), 200);
   buf = put_object(run.port, "/nar/" REF_NAR, BASIC_WRITE, nar, nar_len, nar_len, 1, &r);
   assert_int_equal(r.status, 200);
   free(buf);
+  /* its reference f1 is not in the cache yet */
+  assert_int_equal(put_status(run.port, "/" REF_HASH ".narinfo", "Bearer " WRITE_TOKEN, ni, 1), 409);
+  upload_f1(run.port);
   assert_int_equal(put_status(run.port, "/" REF_HASH ".narinfo", "Bearer " WRITE_TOKEN, ni, 1), 200);
+  /* the same again is fine; a different one for the same path is not */
+  assert_int_equal(put_status(run.port, "/" REF_HASH ".narinfo", "Bearer " WRITE_TOKEN, ni, 1), 200);
+  char *other = strdup(ni);
+  *strstr(other, "Deriver: ") = '\0'; /* the narinfo without its Deriver and Sig lines */
+  assert_int_equal(put_status(run.port, "/" REF_HASH ".narinfo", "Bearer " WRITE_TOKEN, other, 1), 403);
+  free(other);
   char *got = NULL;
   size_t got_len = 0;
   assert_int_equal(get_status(run.port, "/nar/" REF_NAR, NULL, &got, &got_len), 200);
@@ -991,10 +1053,15 @@ static void test_uploads(void **state) {
   assert_int_equal(get_status(run.port, "/" REF_HASH ".narinfo", BASIC_WRITE, NULL, NULL), 200);
   assert_int_equal(get_status(run.port, "/healthz", NULL, NULL, NULL), 200); /* not an object */
   /* a read-only store: an upload is refused even with a write token */
-  assert_int_equal(put_status(run.port, "/nix-cache-info", "Bearer " WRITE_TOKEN, info, 1), 405);
+  assert_int_equal(put_status(run.port, "/log/ba703j8axyq4wqbbwjh4vw23rslsrwhw-ref-demo.drv",
+                              "Bearer " WRITE_TOKEN, "log\n", 1),
+                   405);
+  /* (the same nix-cache-info again is a no-op, fine even there) */
+  assert_int_equal(put_status(run.port, "/nix-cache-info", "Bearer " WRITE_TOKEN, info, 1), 200);
   stop(&run);
 
   narcache_tokens_free(tokens);
+  narcache_key_free(trusted);
   free(nar);
   free(ni);
   char cmd[600];

@@ -44,6 +44,7 @@
 
 #include "narcache/auth.h"
 #include "narcache/common.h"
+#include "narcache/narinfo.h"
 #include "narcache/store.h"
 
 #ifdef __cplusplus
@@ -196,6 +197,9 @@ enum narcache_server_option {
   NARCACHE_OPT_MAX_UPLOADS = 19,
   /* 1: every read of an object needs a token too (a private cache; 0) */
   NARCACHE_OPT_PRIVATE = 20,
+  /* 1: an uploaded narinfo or nix-cache-info may replace a different one
+   * (default 0: 409 Conflict; the same one again is always fine) */
+  NARCACHE_OPT_ALLOW_OVERWRITE = 21,
 };
 
 /** Set a numeric option. Before narcache_server_start.
@@ -214,6 +218,17 @@ NARCACHE_API int narcache_server_get_option(const narcache_server *server, int o
  *  @return 0; NARCACHE_EINVAL. */
 NARCACHE_API int narcache_server_set_tokens(narcache_server *server,
                                             const narcache_tokens *tokens);
+
+/** Keys for narinfo uploads: a narinfo is taken when a signature by one
+ *  of `trusted[0..n_trusted)` (public keys, matched by name as Nix does)
+ *  verifies; otherwise, with `signing` (a secret key), the server adds
+ *  its own signature; otherwise it is refused (403). The array is copied,
+ *  the keys are borrowed and must outlive the server. Before start, or on
+ *  the loop thread.
+ *  @return 0; NARCACHE_EINVAL (`signing` not a secret key); NARCACHE_ENOMEM. */
+NARCACHE_API int narcache_server_set_upload_keys(narcache_server *server,
+                                                 const narcache_key *const *trusted,
+                                                 size_t n_trusted, const narcache_key *signing);
 
 /** Mark the server not ready for a reason of the embedder's (for example
  *  "no signing key loaded"), or ready again with NULL. While not ready,
