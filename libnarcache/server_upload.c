@@ -132,7 +132,7 @@ static int nar_check_init(nar_check *k, int codec_type) {
 static int nar_check_decoded(nar_check *k, const void *data, size_t len, char *why, size_t why_size) {
   narcache_hasher_update(k->nar_hash, data, len);
   narcache_inbuf in = {data, len, 0};
-  while (in.pos < in.size) {
+  for (;;) { /* until it wants more input: events may follow the last byte */
     narcache_nar_event ev = NARCACHE_NAR_EVENT_INIT;
     int rc = narcache_nar_parser_next(k->parser, &in, &ev);
     if (rc < 0)
@@ -141,10 +141,9 @@ static int nar_check_decoded(nar_check *k, const void *data, size_t len, char *w
                     narcache_nar_parser_errmsg(k->parser));
     if (rc == NARCACHE_NAR_END)
       k->ended = 1;
-    if (rc == 0)
-      break;
+    if (rc == 0 || (rc == NARCACHE_NAR_END && in.pos == in.size))
+      return 0;
   }
-  return 0;
 }
 
 /* Stored bytes: hash them, decode them, check the NAR inside. */

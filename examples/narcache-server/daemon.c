@@ -38,7 +38,9 @@ static void raise_fd_limit(void) {
 
 typedef struct daemon_state {
   narcache_server *server;
-  uv_signal_t sigterm, sigint;
+  const char *token_file;
+  narcache_tokens *tokens;
+  uv_signal_t sigterm, sigint, sighup;
   uv_timer_t force_exit;
   int force_exit_armed;
   daemon_systemd sd;
@@ -77,7 +79,34 @@ static void on_stopped(void *userdata, narcache_server *server) {
   daemon_state *d = userdata;
   uv_close((uv_handle_t *)&d->sigterm, NULL);
   uv_close((uv_handle_t *)&d->sigint, NULL);
+  uv_close((uv_handle_t *)&d->sighup, NULL);
   uv_close((uv_handle_t *)&d->force_exit, NULL);
+}
+
+/* Read the token file; on failure say why and keep what we had. */
+static int load_tokens(daemon_state *d) {
+  narcache_tokens *fresh = NULL;
+  char err[300] = "";
+  if (narcache_tokens_load(&fresh, d->token_file, err, sizeof err) != 0) {
+    daemon_log_fields(NARCACHE_LOG_ERROR, "tokens_failed", "cannot load the token file",
+                      (narcache_log_field[]){{"file", d->token_file}, {"error", err}}, 2);
+    return -1;
+  }
+  narcache_server_set_tokens(d->server, fresh);
+  narcache_tokens_free(d->tokens); /* the server now holds the new table */
+  d->tokens = fresh;
+  char count[32];
+  snprintf(count, sizeof count, "%zu", narcache_tokens_count(fresh));
+  daemon_log_fields(NARCACHE_LOG_INFO, "tokens_loaded", "token file loaded",
+                    (narcache_log_field[]){{"file", d->token_file}, {"tokens", count}}, 2);
+  return 0;
+}
+
+static void on_reload_signal(uv_signal_t *h, int signum) {
+  (void)signum;
+  daemon_state *d = h->data;
+  if (d->token_file != NULL)
+    (void)load_tokens(d);
 }
 
 /* The server's hooks that systemd hears about (daemon_systemd.c). */
@@ -107,7 +136,8 @@ static void on_stopping(void *userdata, narcache_server *server) {
 static int open_store(const daemon_options *o, narcache_key **keys, narcache_store **store) {
   int rc;
   if (o->cache_dir != NULL) {
-    rc = narcache_store_dir_new(store, o->cache_dir, 0);
+    rc = narcache_store_dir_new(store, o->cache_dir,
+                                o->token_file != NULL ? NARCACHE_STORE_DIR_WRITABLE : 0);
     if (rc < 0)
       fprintf(stderr, "narcache-server: %s: %s\n", o->cache_dir, narcache_strerror(rc));
     return rc;
@@ -134,6 +164,13 @@ static int configure(narcache_server *s, const daemon_options *o, int activated)
     rc = narcache_server_set_option(s, NARCACHE_OPT_PRIORITY, o->priority);
   if (rc == 0 && o->max_connections > 0)
     rc = narcache_server_set_option(s, NARCACHE_OPT_MAX_CONNECTIONS, o->max_connections);
+  if (rc == 0 && o->token_file != NULL)
+    rc = narcache_server_set_option(s, NARCACHE_OPT_MAX_UPLOAD_BYTES,
+                                    o->max_upload > 0 ? o->max_upload : (int64_t)16 << 30);
+  if (rc == 0)
+    rc = narcache_server_set_option(s, NARCACHE_OPT_ALLOW_OVERWRITE, o->allow_overwrite);
+  if (rc == 0)
+    rc = narcache_server_set_option(s, NARCACHE_OPT_PRIVATE, o->private_cache);
   for (int i = 0; rc == 0 && i < o->n_listen; i++) {
     rc = narcache_server_listen(s, o->listen[i], 0);
     if (rc < 0)
@@ -168,6 +205,7 @@ int daemon_run(const daemon_options *o) {
     return 1;
   }
   narcache_key *keys[DAEMON_MAX_KEYS] = {0};
+  narcache_key *trusted[DAEMON_MAX_KEYS] = {0};
   narcache_store *store = NULL;
   narcache_server *server = NULL;
   uv_loop_t loop;
@@ -175,6 +213,14 @@ int daemon_run(const daemon_options *o) {
   for (int i = 0; loop_ready && i < o->n_key_files; i++)
     if (cli_load_key_file(&keys[i], o->key_files[i], 1) < 0)
       goto out;
+  for (int i = 0; loop_ready && i < o->n_trusted_keys; i++) {
+    if (narcache_key_parse_public(&trusted[i], o->trusted_keys[i], strlen(o->trusted_keys[i]),
+                                  NULL) < 0) {
+      fprintf(stderr, "narcache-server: --trusted-key %s: not a public key NAME:BASE64\n",
+                      o->trusted_keys[i]);
+      goto out;
+    }
+  }
   if (!loop_ready || open_store(o, keys, &store) < 0 || fault_store_wrap(&store) < 0)
     goto out;
   if (narcache_server_new(&server, &loop, store) < 0)
@@ -192,12 +238,21 @@ int daemon_run(const daemon_options *o) {
   if ((activated = daemon_systemd_adopt(&d.sd, server)) < 0 ||
       configure(server, o, activated) < 0 || daemon_systemd_configure(&d.sd, server) < 0)
     goto out;
+  if (narcache_server_set_upload_keys(server, (const narcache_key *const *)trusted,
+                                      (size_t)o->n_trusted_keys,
+                                      o->sign_uploads ? keys[0] : NULL) < 0)
+    goto out;
+  d.token_file = o->token_file;
+  if (d.token_file != NULL && load_tokens(&d) < 0)
+    goto out;
   uv_timer_init(&loop, &d.force_exit);
   uv_signal_init(&loop, &d.sigterm);
   uv_signal_init(&loop, &d.sigint);
-  d.sigterm.data = d.sigint.data = &d;
+  uv_signal_init(&loop, &d.sighup);
+  d.sigterm.data = d.sigint.data = d.sighup.data = &d;
   uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
+  uv_signal_start(&d.sighup, on_reload_signal, SIGHUP);
   if (narcache_server_start(server) < 0) {
     on_stopped(&d, server);
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -212,6 +267,9 @@ out:
   narcache_store_free(store);
   for (int i = 0; i < o->n_key_files; i++)
     narcache_key_free(keys[i]);
+  for (int i = 0; i < o->n_trusted_keys; i++)
+    narcache_key_free(trusted[i]);
+  narcache_tokens_free(d.tokens);
   narcache_shutdown();
   daemon_systemd_close(&d.sd);
   return status;

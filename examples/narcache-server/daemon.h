@@ -27,6 +27,14 @@ typedef struct daemon_options {
   long max_connections;
   int json_logs;
   int access_log; /* --access-log: one line per request */
+  /* uploads and private caches */
+  const char *token_file; /* --upload-token-file: enables uploads to --cache */
+  const char *trusted_keys[DAEMON_MAX_KEYS]; /* --trusted-key name:base64 */
+  int n_trusted_keys;
+  int sign_uploads; /* sign uploaded narinfo with the first --key-file */
+  int64_t max_upload;
+  int allow_overwrite;
+  int private_cache; /* --private: reads need a token too */
 } daemon_options;
 
 /* Print "narcache-server: MESSAGE" and return -1. */

@@ -4,6 +4,7 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,13 +20,26 @@ static const char usage_text[] =
     "  --db PATH               Nix database of --nix-store (default /nix/var/nix/db/db.sqlite)\n"
     "  --listen ADDR           HOST:PORT, [V6]:PORT or unix:PATH; repeatable\n"
     "                          (default 127.0.0.1:5000, or the sockets systemd passes)\n"
-    "  --key-file FILE         secret key signing narinfo of --nix-store; repeatable\n"
+    "  --key-file FILE         secret key signing narinfo of --nix-store (and uploads with\n"
+    "                          --sign-uploads); repeatable\n"
     "  --compression none|zstd NARs of --nix-store (default none)\n"
     "  --priority N            nix-cache-info Priority\n"
     "  --threads N             threadpool size (default 4)\n"
     "  --max-connections N     connections at once (default 1024)\n"
     "  --log-format text|json  log lines on stderr (default text)\n"
     "  --access-log            log every request\n"
+    "\n"
+    "Uploads (nix copy --to 'http://HOST:PORT?compression=zstd'), to --cache only:\n"
+    "  --upload-token-file F   tokens, one per line: NAME read|write TOKEN (# comments);\n"
+    "                          enables uploads; reloaded on SIGHUP. Clients send a token\n"
+    "                          as 'Authorization: Bearer TOKEN' or as the netrc password\n"
+    "  --trusted-key NAME:KEY  a public key whose narinfo signatures are accepted;\n"
+    "                          repeatable\n"
+    "  --sign-uploads          sign uploaded narinfo with the first --key-file instead\n"
+    "                          of requiring a trusted signature\n"
+    "  --max-upload-size N     largest upload in bytes, K/M/G suffixes (default 16G)\n"
+    "  --allow-overwrite       a different narinfo may replace one already there\n"
+    "  --private               every read needs a token (read or write scope)\n"
     "  --help                  this text\n"
     "\n"
     "Under systemd (no libsystemd needed):\n"
@@ -63,6 +77,26 @@ static const char *option_value(int argc, char **argv, int *i, const char *name,
     return NULL;
   }
   return argv[++*i];
+}
+
+/* "123", "64K", "500M", "16G" (powers of 1024). */
+static int parse_size(const char *v, int64_t *out) {
+  char *end = NULL;
+  errno = 0;
+  long long n = strtoll(v, &end, 10);
+  int shift = 0;
+  if (end != NULL && (*end == 'K' || *end == 'k'))
+    shift = 10;
+  else if (end != NULL && (*end == 'M' || *end == 'm'))
+    shift = 20;
+  else if (end != NULL && (*end == 'G' || *end == 'g'))
+    shift = 30;
+  if (shift != 0)
+    end++;
+  if (errno != 0 || end == v || *end != '\0' || n < 1 || n > (INT64_MAX >> shift))
+    return -1;
+  *out = (int64_t)n << shift;
+  return 0;
 }
 
 static int parse_args(int argc, char **argv, daemon_options *o) {
@@ -109,6 +143,21 @@ static int parse_args(int argc, char **argv, daemon_options *o) {
       o->max_connections = n;
     } else if (strcmp(argv[i], "--access-log") == 0) {
       o->access_log = 1;
+    } else if ((v = option_value(argc, argv, &i, "--upload-token-file", &missing)) != NULL) {
+      o->token_file = v;
+    } else if ((v = option_value(argc, argv, &i, "--trusted-key", &missing)) != NULL) {
+      if (o->n_trusted_keys == DAEMON_MAX_KEYS)
+        return daemon_usage_error("too many --trusted-key");
+      o->trusted_keys[o->n_trusted_keys++] = v;
+    } else if (strcmp(argv[i], "--sign-uploads") == 0) {
+      o->sign_uploads = 1;
+    } else if ((v = option_value(argc, argv, &i, "--max-upload-size", &missing)) != NULL) {
+      if (parse_size(v, &o->max_upload) < 0)
+        return daemon_usage_error("bad --max-upload-size");
+    } else if (strcmp(argv[i], "--allow-overwrite") == 0) {
+      o->allow_overwrite = 1;
+    } else if (strcmp(argv[i], "--private") == 0) {
+      o->private_cache = 1;
     } else if ((v = option_value(argc, argv, &i, "--log-format", &missing)) != NULL) {
       if (strcmp(v, "text") != 0 && strcmp(v, "json") != 0)
         return daemon_usage_error("--log-format must be text or json");
@@ -127,6 +176,13 @@ static int parse_args(int argc, char **argv, daemon_options *o) {
   }
   if ((o->cache_dir != NULL) == (o->nix_store != 0))
     return daemon_usage_error("give exactly one of --cache DIR and --nix-store");
+  if (o->sign_uploads && o->n_key_files == 0)
+    return daemon_usage_error("--sign-uploads needs a --key-file");
+  if (o->private_cache && o->token_file == NULL)
+    return daemon_usage_error("--private needs --upload-token-file (the tokens that may read)");
+  if (o->token_file != NULL && o->cache_dir != NULL && o->n_trusted_keys == 0 && !o->sign_uploads)
+    return daemon_usage_error("uploads need --trusted-key or --sign-uploads "
+                              "(no narinfo could be accepted otherwise)");
   return 0;
 }
 
