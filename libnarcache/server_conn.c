@@ -83,6 +83,7 @@ typedef struct srv_scratch {
    * the bytes still to read, and the outcome of the last task. */
   srv_upload *upload;
   int counted_upload; /* holds a place in server->uploads_active */
+  int upload_counted; /* its outcome is in the metrics */
   int upload_kind;
   char *up_buf;
   size_t up_len;
@@ -296,6 +297,8 @@ static void release_upload(srv_conn *c) {
   srv_scratch *x = c->x;
   if (x == NULL)
     return;
+  if (x->counted_upload && !x->upload_counted) /* it ended without an answer */
+    narcache__srv_count_upload(c->server, 0, x->up_received);
   if (x->upload != NULL)
     abort_upload(c->server, x->upload);
   x->upload = NULL;
@@ -1363,7 +1366,7 @@ static void route_request(srv_conn *c) {
     start_upload(c, kind);
     return;
   }
-  if (c->server->opt[NARCACHE_OPT_PRIVATE] && require_scope(c, kind, NARCACHE_SCOPE_READ) < 0)
+  if (c->server->opt[NARCACHE_OPT_PRIVATE] && require_scope(c, kind, NARCACHE_SCOPE_READ) != 0)
     return;
   ask_store(c, kind);
 }
@@ -1400,8 +1403,8 @@ static int granted_scope(srv_conn *c, int kind) {
   return scope;
 }
 
-/* 0 if the request may go on; otherwise it has been refused: 401 without
- * a usable credential, 403 with one that grants too little. */
+/* 0 if the request may go on; otherwise the status it was refused with:
+ * 401 without a usable credential, 403 with one that grants too little. */
 static int require_scope(srv_conn *c, int kind, int need) {
   int got = granted_scope(c, kind);
   if (got >= need)
@@ -1417,7 +1420,7 @@ static int require_scope(srv_conn *c, int kind, int need) {
          status == 401 ? "a token is needed (Authorization: Bearer TOKEN, or the password of Basic auth)"
          : need == NARCACHE_SCOPE_WRITE ? "this token may not upload"
                                         : "this token may not read");
-  return -1;
+  return status;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1476,6 +1479,8 @@ static void upload_stored(srv_conn *c) {
     narcache__srv_cache_forget(s->cache, x->upload_kind, x->name, c->name_len);
   char bytes[32];
   snprintf(bytes, sizeof bytes, "%llu", (unsigned long long)x->up_received);
+  narcache__srv_count_upload(s, 200, x->up_received);
+  x->upload_counted = 1;
   narcache__srv_log(s, NARCACHE_LOG_INFO, "upload_stored", "upload published",
                     (narcache_log_field[]){{"peer", c->peer}, {"target", x->target}, {"bytes", bytes}},
                     3);
@@ -1515,6 +1520,8 @@ static void upload_task_done(uv_work_t *w, int status) {
 }
 
 static void upload_refused(srv_conn *c, int status, const char *why) {
+  narcache__srv_count_upload(c->server, status, c->x->up_received);
+  c->x->upload_counted = 1;
   narcache__srv_log(c->server, status >= 500 ? NARCACHE_LOG_ERROR : NARCACHE_LOG_INFO,
                     "upload_refused", why,
                     (narcache_log_field[]){{"peer", c->peer}, {"target", c->x->target}}, 2);
@@ -1557,8 +1564,11 @@ static void start_upload(srv_conn *c, int kind) {
     refuse(c, 405, "uploads are not enabled on this server");
     return;
   }
-  if (require_scope(c, kind, NARCACHE_SCOPE_WRITE) < 0)
+  int denied = require_scope(c, kind, NARCACHE_SCOPE_WRITE);
+  if (denied != 0) {
+    narcache__srv_count_upload(s, denied, 0);
     return;
+  }
   if (c->req.chunked || !c->req.has_content_length) {
     upload_refused(c, 411, "an upload needs Content-Length (chunked bodies are not taken)");
     return;

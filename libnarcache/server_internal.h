@@ -30,7 +30,7 @@ enum srv_route {
 };
 
 /* Response statuses counted one by one; others go to the last slot. */
-#define SRV_STATUS_SLOTS 18
+#define SRV_STATUS_SLOTS 22
 extern const int narcache__srv_counted_status[SRV_STATUS_SLOTS - 1];
 
 /* Latency histogram bucket upper bounds, in seconds. */
@@ -47,6 +47,8 @@ typedef struct srv_metrics {
   uint64_t accepted, refused_at_limit, accept_errors, aborted;
   uint64_t probes_ok, probes_failed;
   double probe_seconds; /* duration of the last completed probe */
+  uint64_t upload_bytes, uploads_stored, uploads_dropped;
+  uint64_t uploads_refused[SRV_STATUS_SLOTS];
 } srv_metrics;
 
 /* server_cache.c: short-lived answers for narinfo and nix-cache-info. */
@@ -152,6 +154,9 @@ void narcache__srv_upload_abort(srv_upload *u);                              /* 
 
 /* server_metrics.c */
 void narcache__srv_count_request(srv_t *s, int route, int status, double seconds);
+/* An upload ended: stored (200), refused (the status) or dropped (0: the
+ * body stalled, ended early or the client left); `bytes` of body read. */
+void narcache__srv_count_upload(srv_t *s, int status, uint64_t bytes);
 int narcache__srv_metrics_text(srv_t *s, char **out, size_t *out_len);
 const char *narcache__srv_route_name(int route);
 long narcache__srv_open_fds(void); /* this process's, or -1 */

@@ -10,7 +10,8 @@
 #include <unistd.h>
 
 const int narcache__srv_counted_status[SRV_STATUS_SLOTS - 1] = {
-    200, 206, 304, 400, 404, 405, 408, 411, 413, 414, 416, 431, 500, 501, 503, 505, 401};
+    200, 206, 304, 400, 404, 405, 408, 411, 413, 414, 416, 431, 500, 501, 503, 505, 401,
+    403, 409, 415, 507};
 
 const double narcache__srv_latency_bounds[SRV_LATENCY_BUCKETS] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10};
@@ -39,6 +40,16 @@ void narcache__srv_count_request(srv_t *s, int route, int status, double seconds
     b++;
   s->metrics.latency_count[b]++;
   s->metrics.latency_sum += seconds;
+}
+
+void narcache__srv_count_upload(srv_t *s, int status, uint64_t bytes) {
+  s->metrics.upload_bytes += bytes;
+  if (status == 200)
+    s->metrics.uploads_stored++;
+  else if (status == 0)
+    s->metrics.uploads_dropped++;
+  else
+    s->metrics.uploads_refused[status_slot(status)]++;
 }
 
 long narcache__srv_open_fds(void) {
@@ -120,6 +131,29 @@ static void put_gauge(text_out *b, const char *name, const char *help, const cha
   put(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, value);
 }
 
+static void put_uploads(text_out *b, const srv_metrics *m) {
+  put_gauge(b, "narcache_upload_bytes_total", "Upload body bytes received.", "counter",
+            (double)m->upload_bytes);
+  put_gauge(b, "narcache_uploads_stored_total", "Uploads verified and published.", "counter",
+            (double)m->uploads_stored);
+  put_gauge(b, "narcache_uploads_dropped_total",
+            "Uploads whose body stalled, crawled or ended early (nothing published).", "counter",
+            (double)m->uploads_dropped);
+  put(b, "# HELP narcache_uploads_refused_total Uploads refused, by the status answered "
+         "(the log has each reason).\n# TYPE narcache_uploads_refused_total counter\n");
+  for (int i = 0; i < SRV_STATUS_SLOTS; i++) {
+    if (m->uploads_refused[i] == 0)
+      continue;
+    char status[16];
+    if (i < SRV_STATUS_SLOTS - 1)
+      snprintf(status, sizeof status, "%d", narcache__srv_counted_status[i]);
+    else
+      snprintf(status, sizeof status, "other");
+    put(b, "narcache_uploads_refused_total{status=\"%s\"} %llu\n", status,
+        (unsigned long long)m->uploads_refused[i]);
+  }
+}
+
 int narcache__srv_metrics_text(srv_t *s, char **out, size_t *out_len) {
   text_out b = {{0}, 0};
   const srv_metrics *m = &s->metrics;
@@ -152,6 +186,7 @@ int narcache__srv_metrics_text(srv_t *s, char **out, size_t *out_len) {
             (double)m->probes_failed);
   put_gauge(&b, "narcache_healthy", "1 if the last health probe passed.", "gauge",
             s->healthy ? 1.0 : 0.0);
+  put_uploads(&b, m);
   put_gauge(&b, "process_open_fds", "Open file descriptors.", "gauge", (double)narcache__srv_open_fds());
   put_gauge(&b, "process_resident_memory_bytes", "Resident set size.", "gauge",
             (double)rss_bytes());

@@ -82,6 +82,8 @@ static int store_status(int rc) {
     return 409;
   case NARCACHE_EUNAVAIL:
     return 503;
+  case NARCACHE_ENOSPACE:
+    return 507;
   default:
     return 500;
   }

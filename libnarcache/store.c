@@ -252,6 +252,10 @@ int narcache_store_new(narcache_store **out, const narcache_store_methods *m, vo
   return NARCACHE_OK;
 }
 
+void *narcache__store_backend(narcache_store *s, const void *open_fn) {
+  return s != NULL && (const void *)s->m.open == open_fn ? s->ctx : NULL;
+}
+
 const char *narcache__store_dir(const narcache_store *s) {
   return s->store_dir != NULL ? s->store_dir : NARCACHE_STORE_DIR;
 }

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +35,7 @@ typedef struct staged_object {
 typedef struct dir_store {
   int root_fd;
   unsigned flags;
+  uint64_t min_free; /* bytes an upload must leave free (0: no floor) */
   atomic_uint next_temp; /* temp file names: unique within the process */
   /* batch mode only */
   pthread_mutex_t stage_lock; /* held across a whole flush */
@@ -125,10 +127,20 @@ static void temp_name(dir_store *s, const char *final, char *out, size_t size) {
            (unsigned long)ts.tv_nsec);
 }
 
+/* Would `size` more bytes leave less than the floor free? */
+static int below_floor(dir_store *s, uint64_t size) {
+  struct statvfs fs;
+  if (s->min_free == 0 || fstatvfs(s->root_fd, &fs) != 0)
+    return 0;
+  uint64_t avail = (uint64_t)fs.f_bavail * (uint64_t)fs.f_frsize;
+  return avail < s->min_free || avail - s->min_free < size;
+}
+
 static int dir_upload_begin(void *ctx, int kind, const char *name, size_t len, uint64_t size,
                             void **upload) {
-  (void)size;
   dir_store *s = ctx;
+  if (below_floor(s, size))
+    return NARCACHE_ENOSPACE;
   dir_upload *up = narcache__calloc(1, sizeof *up);
   if (up == NULL)
     return NARCACHE_ENOMEM;
@@ -412,4 +424,12 @@ int narcache_store_dir_new(narcache_store **out, const char *path, unsigned flag
     m.upload_abort = dir_upload_abort;
   }
   return narcache_store_new(out, &m, s);
+}
+
+int narcache_store_dir_set_min_free(narcache_store *store, uint64_t bytes) {
+  dir_store *s = narcache__store_backend(store, (const void *)dir_open);
+  if (s == NULL)
+    return NARCACHE_EINVAL;
+  s->min_free = bytes;
+  return NARCACHE_OK;
 }

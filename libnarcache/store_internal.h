@@ -8,6 +8,10 @@
  * symlink where an object should be), "try again later" (out of
  * descriptors, memory or space, timeouts, a stale NFS handle), or EIO. */
 struct narcache_store;
+/* The backend context of `s` if its open callback is `open_fn`, else NULL
+ * (so a backend can find its own state behind a narcache_store). */
+void *narcache__store_backend(struct narcache_store *s, const void *open_fn);
+
 /* The store directory narinfo uploads are checked against. */
 const char *narcache__store_dir(const struct narcache_store *s);
 

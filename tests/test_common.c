@@ -31,6 +31,7 @@ static void test_error_values_pinned(void **state) {
   assert_int_equal(NARCACHE_ECRYPTO, -22);
   assert_int_equal(NARCACHE_EUNAVAIL, -23);
   assert_int_equal(NARCACHE_ECONFLICT, -24);
+  assert_int_equal(NARCACHE_ENOSPACE, -25);
 }
 
 static void test_error_strings(void **state) {
@@ -50,7 +51,7 @@ static void test_error_strings(void **state) {
   assert_string_equal(narcache_errname(0), "OK");
   assert_string_equal(narcache_strerror(0), "success");
   /* Unknown codes still give static strings. */
-  const int unknown[] = {1, -25, -1000, 12345, -2147483647 - 1};
+  const int unknown[] = {1, -26, -1000, 12345, -2147483647 - 1};
   for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
     assert_string_equal(narcache_errname(unknown[i]), "UNKNOWN");
     assert_string_equal(narcache_strerror(unknown[i]), "unknown error");

@@ -912,6 +912,29 @@ static void upload_f1(int port) {
   *digit = *digit == '0' ? '1' : '0';
   assert_int_equal(put_status(port, "/" F1_HASH ".narinfo", "Bearer " WRITE_TOKEN, bad, 1), 400);
   free(bad);
+  /* NarSize off by one */
+  bad = strdup(ni);
+  memcpy(strstr(bad, "NarSize: 120"), "NarSize: 121", 12);
+  assert_int_equal(put_status(port, "/" F1_HASH ".narinfo", "Bearer " WRITE_TOKEN, bad, 1), 400);
+  free(bad);
+  /* a signature by the trusted key that does not verify */
+  bad = strdup(ni);
+  char *sig = strstr(bad, "Sig: test-cache-1:") + 18;
+  *sig = *sig == 'A' ? 'B' : 'A';
+  assert_int_equal(put_status(port, "/" F1_HASH ".narinfo", "Bearer " WRITE_TOKEN, bad, 1), 403);
+  free(bad);
+  /* a narinfo under another path's hash part */
+  assert_int_equal(put_status(port, "/" REF_HASH ".narinfo", "Bearer " WRITE_TOKEN, ni, 1), 400);
+  /* corrupt zstd, named by the hash of its bytes */
+  const char zjunk[] = "\x28\xb5\x2f\xfd this is not a zstd frame";
+  assert_int_equal(narcache_hash_buffer(&h, NARCACHE_HASH_SHA256, zjunk, sizeof zjunk - 1), 0);
+  assert_int_equal(narcache_nix32_encode(path + 5, sizeof path - 14, &n, h.digest, h.len), 0);
+  memcpy(path + 5 + n, ".nar.zst", 9);
+  buf = put_object(port, path, BASIC_WRITE, zjunk, sizeof zjunk - 1, sizeof zjunk - 1, 1, &r);
+  assert_int_equal(r.status, 400);
+  assert_non_null(memmem(r.body, r.body_len, "zstd", 4));
+  free(buf);
+  assert_int_equal(get_status(port, path, NULL, NULL, NULL), 404);
   assert_int_equal(put_status(port, "/" F1_HASH ".narinfo", "Bearer " WRITE_TOKEN, ni, 1), 200);
   free(nar);
   free(ni);
@@ -1041,7 +1064,31 @@ static void test_uploads(void **state) {
   assert_memory_equal(r2.body, "built ok\n", 9);
   free(buf);
   assert_no_temp_files(dir);
+  /* the outcomes are counted */
+  char *metrics = NULL;
+  size_t metrics_len = 0;
+  assert_int_equal(get_status(run.port, "/metrics", NULL, &metrics, &metrics_len), 200);
+  metrics[metrics_len] = '\0';
+  assert_non_null(strstr(metrics, "narcache_uploads_stored_total 7\n"));
+  assert_non_null(strstr(metrics, "narcache_uploads_refused_total{status=\"401\"} 2\n"));
+  assert_non_null(strstr(metrics, "narcache_uploads_refused_total{status=\"403\"} 3\n"));
+  assert_non_null(strstr(metrics, "narcache_uploads_dropped_total 1\n"));
+  free(metrics);
   stop(&run);
+
+  /* below the free-space floor: 507 before anything is written */
+  char full_dir[] = "/tmp/narcache-server-full-XXXXXX";
+  assert_non_null(mkdtemp(full_dir));
+  assert_int_equal(narcache_store_dir_new(&st, full_dir, NARCACHE_STORE_DIR_WRITABLE), 0);
+  assert_int_equal(narcache_store_dir_set_min_free(st, (uint64_t)1 << 62), 0);
+  start(&run, st, (option_value[]){{NARCACHE_OPT_MAX_UPLOAD_BYTES, 1 << 20}, {0, 0}});
+  assert_int_equal(narcache_server_set_tokens(run.server, tokens), 0);
+  buf = put_object(run.port, "/nar/" REF_NAR, BASIC_WRITE, nar, nar_len, nar_len, 1, &r);
+  assert_int_equal(r.status, 507);
+  free(buf);
+  assert_no_temp_files(full_dir);
+  stop(&run);
+  rmdir(full_dir);
 
   /* a private cache: reads need a token too */
   assert_int_equal(narcache_store_dir_new(&st, dir, 0), 0);

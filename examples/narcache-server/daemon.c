@@ -138,6 +138,9 @@ static int open_store(const daemon_options *o, narcache_key **keys, narcache_sto
   if (o->cache_dir != NULL) {
     rc = narcache_store_dir_new(store, o->cache_dir,
                                 o->token_file != NULL ? NARCACHE_STORE_DIR_WRITABLE : 0);
+    if (rc == 0 && o->token_file != NULL)
+      rc = narcache_store_dir_set_min_free(*store,
+                                           o->min_free >= 0 ? (uint64_t)o->min_free : 1ull << 30);
     if (rc < 0)
       fprintf(stderr, "narcache-server: %s: %s\n", o->cache_dir, narcache_strerror(rc));
     return rc;

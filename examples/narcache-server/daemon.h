@@ -33,6 +33,7 @@ typedef struct daemon_options {
   int n_trusted_keys;
   int sign_uploads; /* sign uploaded narinfo with the first --key-file */
   int64_t max_upload;
+  int64_t min_free; /* --min-free-space; -1: the default */
   int allow_overwrite;
   int private_cache; /* --private: reads need a token too */
 } daemon_options;

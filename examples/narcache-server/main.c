@@ -38,6 +38,8 @@ static const char usage_text[] =
     "  --sign-uploads          sign uploaded narinfo with the first --key-file instead\n"
     "                          of requiring a trusted signature\n"
     "  --max-upload-size N     largest upload in bytes, K/M/G suffixes (default 16G)\n"
+    "  --min-free-space N      refuse uploads (507) that would leave less free on the\n"
+    "                          cache's filesystem (default 1G; 0: no floor)\n"
     "  --allow-overwrite       a different narinfo may replace one already there\n"
     "  --private               every read needs a token (read or write scope)\n"
     "  --help                  this text\n"
@@ -154,6 +156,11 @@ static int parse_args(int argc, char **argv, daemon_options *o) {
     } else if ((v = option_value(argc, argv, &i, "--max-upload-size", &missing)) != NULL) {
       if (parse_size(v, &o->max_upload) < 0)
         return daemon_usage_error("bad --max-upload-size");
+    } else if ((v = option_value(argc, argv, &i, "--min-free-space", &missing)) != NULL) {
+      if (strcmp(v, "0") == 0)
+        o->min_free = 0;
+      else if (parse_size(v, &o->min_free) < 0)
+        return daemon_usage_error("bad --min-free-space");
     } else if (strcmp(argv[i], "--allow-overwrite") == 0) {
       o->allow_overwrite = 1;
     } else if (strcmp(argv[i], "--private") == 0) {
@@ -189,6 +196,7 @@ static int parse_args(int argc, char **argv, daemon_options *o) {
 int main(int argc, char **argv) {
   daemon_options o = {0};
   o.priority = -1;
+  o.min_free = -1;
   if (parse_args(argc, argv, &o) < 0) {
     fputs(usage_text, stderr);
     return 2;

@@ -113,7 +113,8 @@ NARCACHE_API const char *narcache_version_string(void);
   XX(EBADSTOREPATH, -21, "malformed store path")                              \
   XX(ECRYPTO, -22, "cryptographic library failure")                          \
   XX(EUNAVAIL, -23, "temporarily unavailable (try again later)")              \
-  XX(ECONFLICT, -24, "conflicts with the current state")
+  XX(ECONFLICT, -24, "conflicts with the current state")                      \
+  XX(ENOSPACE, -25, "not enough storage space")
 
 typedef enum narcache_error {
   NARCACHE_OK = 0,

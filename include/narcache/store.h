@@ -234,6 +234,12 @@ NARCACHE_API int narcache_store_flush(narcache_store *store);
 NARCACHE_API NARCACHE_NODISCARD int narcache_store_dir_new(narcache_store **out, const char *path,
                                                            unsigned flags);
 
+/** Keep `bytes` free on the filesystem of a dir store opened WRITABLE: an
+ *  upload that would leave less is refused with NARCACHE_ENOSPACE before
+ *  anything is written (0, the default: no floor).
+ *  @return 0; NARCACHE_EINVAL (not a dir store). Thread: before sharing. */
+NARCACHE_API int narcache_store_dir_set_min_free(narcache_store *store, uint64_t bytes);
+
 /* ------------------------------------------------------------------------ */
 /* Built-in backend: a local Nix store (read-only)                           */
 /* ------------------------------------------------------------------------ */
