@@ -1732,12 +1732,9 @@ static void read_input(srv_conn *c) {
   size_t limit = (size_t)s->opt[NARCACHE_OPT_MAX_HEAD_BYTES] + READ_CHUNK;
   for (;;) {
     if (c->in_cap - c->in_len < READ_CHUNK / 2) {
-      if (c->in_cap >= limit) {
-        /* A full buffer without a complete head: the scanner has judged
-         * it by now (431); stop reading. */
-        watch(c, 0);
-        return;
-      }
+      if (c->in_cap >= limit)
+        break; /* full: handle what is here (a head, pipelined requests,
+                  the start of an upload's body, or a 431) first */
       size_t cap = c->in_cap == 0 ? READ_CHUNK : c->in_cap * 2;
       if (cap > limit)
         cap = limit;

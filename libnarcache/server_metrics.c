@@ -131,7 +131,9 @@ static void put_gauge(text_out *b, const char *name, const char *help, const cha
   put(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, value);
 }
 
-static void put_uploads(text_out *b, const srv_metrics *m) {
+static void put_uploads(text_out *b, const srv_metrics *m, size_t active) {
+  put_gauge(b, "narcache_uploads_active", "Uploads being received or checked.", "gauge",
+            (double)active);
   put_gauge(b, "narcache_upload_bytes_total", "Upload body bytes received.", "counter",
             (double)m->upload_bytes);
   put_gauge(b, "narcache_uploads_stored_total", "Uploads verified and published.", "counter",
@@ -186,7 +188,7 @@ int narcache__srv_metrics_text(srv_t *s, char **out, size_t *out_len) {
             (double)m->probes_failed);
   put_gauge(&b, "narcache_healthy", "1 if the last health probe passed.", "gauge",
             s->healthy ? 1.0 : 0.0);
-  put_uploads(&b, m);
+  put_uploads(&b, m, s->uploads_active);
   put_gauge(&b, "process_open_fds", "Open file descriptors.", "gauge", (double)narcache__srv_open_fds());
   put_gauge(&b, "process_resident_memory_bytes", "Resident set size.", "gauge",
             (double)rss_bytes());

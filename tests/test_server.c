@@ -287,6 +287,44 @@ static void test_objects_keepalive_pipelining(void **state) {
   stop(&run);
 }
 
+/* More pipelined requests than the read buffer holds (16 KiB of head
+ * limit + 4 KiB) in one write: all are answered, in order, at once (the
+ * server once stopped reading with a full buffer and waited for the
+ * header timeout). */
+static void test_pipelined_beyond_buffer(void **state) {
+  (void)state;
+  running run;
+  start(&run, golden_store(), NULL);
+  enum { N = 400 };
+  size_t cap = (size_t)N * 128, len = 0;
+  char *raw = malloc(cap);
+  for (int i = 0; i < N; i++)
+    len += (size_t)snprintf(raw + len, cap - len, "%s",
+                            i < N - 1 ? GET("/" REF_HASH ".narinfo") : GET_CLOSE("/" REF_HASH ".narinfo"));
+  assert_true(len > 24 * 1024);
+  response *rs = calloc(N, sizeof *rs);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  int fd = connect_to(run.port);
+  send_all(fd, raw, len);
+  size_t got = 0;
+  char *buf = read_to_close(fd, &got);
+  close(fd);
+  size_t off = 0;
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(parse_response(&rs[i], buf + off, got - off, 0), 0);
+    assert_int_equal(rs[i].status, 200);
+    off += rs[i].total;
+  }
+  assert_int_equal(off, got);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  assert_true(t1.tv_sec - t0.tv_sec < 3); /* far below the 10 s header timeout */
+  free(buf);
+  free(rs);
+  free(raw);
+  stop(&run);
+}
+
 static void test_ranges(void **state) {
   (void)state;
   running run;
@@ -1430,6 +1468,7 @@ int main(int argc, char **argv) {
     return serve_with_128_fds(argv[2]);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_objects_keepalive_pipelining),
+      cmocka_unit_test(test_pipelined_beyond_buffer),
       cmocka_unit_test(test_ranges),
       cmocka_unit_test(test_refusals),
       cmocka_unit_test(test_timeouts),
