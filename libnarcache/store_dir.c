@@ -15,6 +15,8 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -356,6 +358,34 @@ static void dir_destroy(void *ctx) {
  * takes a day between its first byte and its rename. */
 #define STALE_TEMP_SECONDS (24 * 60 * 60)
 
+/* The writer's pid in a temporary name ".tmp-<final>-<pid>-<n>-<hex>"
+ * (see temp_name), or -1. */
+static long temp_writer_pid(const char *name) {
+  const char *dash[3] = {NULL, NULL, NULL}; /* the last three '-' */
+  for (const char *p = name; *p != '\0'; p++)
+    if (*p == '-') {
+      dash[0] = dash[1];
+      dash[1] = dash[2];
+      dash[2] = p;
+    }
+  if (dash[0] == NULL)
+    return -1;
+  char *end = NULL;
+  long pid = strtol(dash[0] + 1, &end, 10);
+  return end == dash[1] && pid > 0 ? pid : -1;
+}
+
+/* Left over by a writer that is gone: its process no longer exists (it
+ * crashed or was killed), or the file is a day old. A writer on another
+ * machine sharing the directory (NFS) or in another pid namespace is not
+ * seen: its temporary files go after the day. */
+static int stale_temp(const char *name, const struct stat *st, time_t now) {
+  if (now - st->st_mtime > STALE_TEMP_SECONDS)
+    return 1;
+  long pid = temp_writer_pid(name);
+  return pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
 /* Remove stale ".tmp-*" files from one directory of the cache. */
 static void remove_stale_temps(int root_fd, const char *sub) {
   int fd = sub == NULL ? dup(root_fd)
@@ -373,7 +403,7 @@ static void remove_stale_temps(int root_fd, const char *sub) {
     struct stat st;
     if (strncmp(e->d_name, ".tmp-", 5) == 0 &&
         fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-        now - st.st_mtime > STALE_TEMP_SECONDS)
+        stale_temp(e->d_name, &st, now))
       unlinkat(dirfd(d), e->d_name, 0);
   }
   closedir(d);
