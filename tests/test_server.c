@@ -1154,6 +1154,112 @@ static void test_uploads(void **state) {
   assert_int_equal(system(cmd), 0);
 }
 
+/* Limits of uploads: a body that stalls is dropped after the stall
+ * timeout, uploads beyond NARCACHE_OPT_MAX_UPLOADS get 503 with
+ * Retry-After, and a different narinfo for a path already there is a
+ * conflict (409) unless NARCACHE_OPT_ALLOW_OVERWRITE; here the server
+ * signs uploads itself. */
+static void test_upload_limits(void **state) {
+  (void)state;
+  char dir[] = "/tmp/narcache-server-uplim-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  narcache_tokens *tokens = NULL;
+  const char *table = "ci write " WRITE_TOKEN "\n";
+  assert_int_equal(narcache_tokens_parse(&tokens, table, strlen(table), NULL, 0), 0);
+  size_t key_len = 0;
+  char *key_text = test_data_slurp("narinfo/keys/test-cache-1.sec", &key_len);
+  while (key_len > 0 && (key_text[key_len - 1] == '\n' || key_text[key_len - 1] == ' '))
+    key_len--;
+  narcache_key *signing = NULL;
+  assert_int_equal(narcache_key_parse_secret(&signing, key_text, key_len, NULL), 0);
+  free(key_text);
+  size_t nar_len = 0, ni_len = 0;
+  char *nar = test_data_slurp("narinfo/caches/none/nar/" F1_NAR, &nar_len);
+  char *ni = test_data_slurp("narinfo/caches/none/" F1_HASH ".narinfo", &ni_len);
+  char *unsigned_ni = strdup(ni);
+  *strstr(unsigned_ni, "Sig: ") = '\0';
+
+  for (int overwrite = 0; overwrite < 2; overwrite++) {
+    narcache_store *st = NULL;
+    assert_int_equal(narcache_store_dir_new(&st, dir, NARCACHE_STORE_DIR_WRITABLE), 0);
+    running run;
+    start(&run, st,
+          (option_value[]){{NARCACHE_OPT_MAX_UPLOAD_BYTES, 1 << 20},
+                           {NARCACHE_OPT_MAX_UPLOADS, 1},
+                           {NARCACHE_OPT_BODY_STALL_MS, 300},
+                           {NARCACHE_OPT_ALLOW_OVERWRITE, overwrite},
+                           {0, 0}});
+    assert_int_equal(narcache_server_set_tokens(run.server, tokens), 0);
+    assert_int_equal(narcache_server_set_upload_keys(run.server, NULL, 0, signing), 0);
+
+    /* one upload sends half its body and stops: it holds the only slot */
+    int slow = connect_to(run.port);
+    char head[512];
+    int n = snprintf(head, sizeof head,
+                     "PUT /nar/" F1_NAR " HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " WRITE_TOKEN
+                     "\r\nContent-Length: %zu\r\n\r\n",
+                     nar_len);
+    send_all(slow, head, (size_t)n);
+    send_all(slow, nar, nar_len / 2);
+    usleep(100000);
+    response r;
+    char *buf = put_object(run.port, "/nar/" F1_NAR, BASIC_WRITE, nar, nar_len, nar_len, 1, &r);
+    assert_int_equal(r.status, 503);
+    assert_non_null(field(&r, "Retry-After"));
+    free(buf);
+    /* the stall timeout drops it: the server closes, nothing is left */
+    size_t len = 0;
+    buf = read_to_close(slow, &len);
+    close(slow);
+    assert_int_equal(len, 0); /* no answer: the connection is cut */
+    free(buf);
+    if (!overwrite) {
+      assert_int_equal(get_status(run.port, "/nar/" F1_NAR, NULL, NULL, NULL), 404);
+    } else { /* a dropped upload of an object already there left it whole */
+      char *whole = NULL;
+      size_t whole_len = 0;
+      assert_int_equal(get_status(run.port, "/nar/" F1_NAR, NULL, &whole, &whole_len), 200);
+      assert_int_equal(whole_len, nar_len);
+      assert_memory_equal(whole, nar, nar_len);
+      free(whole);
+    }
+    usleep(100000);
+    assert_no_temp_files(dir);
+
+    /* the slot is free again; the unsigned narinfo gets the server's key */
+    if (!overwrite) {
+      buf = put_object(run.port, "/nar/" F1_NAR, BASIC_WRITE, nar, nar_len, nar_len, 1, &r);
+      assert_int_equal(r.status, 200);
+      free(buf);
+      assert_int_equal(put_status(run.port, "/" F1_HASH ".narinfo", "Bearer " WRITE_TOKEN,
+                                  unsigned_ni, 1),
+                       200);
+    }
+    /* a different narinfo for the same path (another Deriver line) */
+    char *changed = malloc(strlen(unsigned_ni) + 64);
+    sprintf(changed, "%sDeriver: ba703j8axyq4wqbbwjh4vw23rslsrwhw-other.drv\n", unsigned_ni);
+    assert_int_equal(put_status(run.port, "/" F1_HASH ".narinfo", "Bearer " WRITE_TOKEN, changed, 1),
+                     overwrite ? 200 : 409);
+    char *got = NULL;
+    size_t got_len = 0;
+    assert_int_equal(get_status(run.port, "/" F1_HASH ".narinfo", NULL, &got, &got_len), 200);
+    got[got_len] = '\0';
+    assert_true((strstr(got, "Deriver: ") != NULL) == overwrite);
+    assert_non_null(strstr(got, "Sig: test-cache-1:")); /* signed by the server */
+    free(got);
+    free(changed);
+    stop(&run);
+  }
+  narcache_key_free(signing);
+  narcache_tokens_free(tokens);
+  free(nar);
+  free(ni);
+  free(unsigned_ni);
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
 static long cpu_ticks(pid_t pid);
 
 /* Close a connection in the middle of a body. Even rounds reset it
@@ -1475,6 +1581,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_store_errors),
       cmocka_unit_test(test_generated_nar),
       cmocka_unit_test(test_uploads),
+      cmocka_unit_test(test_upload_limits),
       cmocka_unit_test(test_health),
       cmocka_unit_test(test_memory_cache),
       cmocka_unit_test(test_cache_info_overrides),
