@@ -98,16 +98,38 @@ if push notoken "http://127.0.0.1:$PORT?compression=zstd&secret-key=$TMP/client.
 fi
 grep -q 'access_denied' "$TMP/trusted.log" || { cat "$TMP/notoken.err" "$TMP/trusted.log" >&2; exit 1; }
 [[ -z $(find "$CACHE" -name '*.narinfo') ]] || { echo "a refused push left narinfo files" >&2; exit 1; }
-# with the token from netrc
-push trusted "http://127.0.0.1:$PORT?compression=zstd&secret-key=$TMP/client.sk" \
+# with the token from netrc (and the .ls listings Nix writes on request)
+push trusted "http://127.0.0.1:$PORT?compression=zstd&write-nar-listing=true&secret-key=$TMP/client.sk" \
     --option netrc-file "$TMP/netrc"
 n=$(find "$CACHE" -name '*.narinfo' | wc -l)
 [[ $n == "${#CLOSURE[@]}" ]] || { echo "expected ${#CLOSURE[@]} narinfo files, found $n" >&2; exit 1; }
+n=$(find "$CACHE" -name '*.ls' | wc -l)
+[[ $n == "${#CLOSURE[@]}" ]] || { echo "expected ${#CLOSURE[@]} .ls files, found $n" >&2; exit 1; }
 [[ -z $(find "$CACHE" -name '.tmp-*') ]] || { echo "temporary files left" >&2; exit 1; }
 substitute trusted "$(cat "$TMP/client.pk")"
 # pushing again changes nothing and succeeds (the paths are there)
 push again "http://127.0.0.1:$PORT?compression=zstd&secret-key=$TMP/client.sk" \
     --option netrc-file "$TMP/netrc"
+# SIGHUP reloads the token file: the old token stops working, the new one works
+echo 'a build log' > "$TMP/build.log.txt"
+put_log() { # (a build log: any content is taken; -T FILE sends Content-Length)
+    curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" -T "$TMP/build.log.txt" \
+        "http://127.0.0.1:$PORT/log/ba703j8axyq4wqbbwjh4vw23rslsrwhw-test.drv"
+}
+[[ $(put_log "$TOKEN") == 200 ]]
+NEW_TOKEN=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+printf 'ci write %s\n' "$NEW_TOKEN" > "$TMP/tokens.new"
+mv "$TMP/tokens.new" "$TMP/tokens"
+kill -HUP "${pids[0]}"
+for _ in $(seq 1 50); do
+    grep -q 'tokens_loaded.*tokens=1' "$TMP/trusted.log" && [[ $(grep -c tokens_loaded "$TMP/trusted.log") -ge 2 ]] && break
+    sleep 0.1
+done
+[[ $(put_log "$TOKEN") == 401 ]] || { echo "the old token still works after SIGHUP" >&2; exit 1; }
+[[ $(put_log "$NEW_TOKEN") == 200 ]] || { echo "the new token does not work after SIGHUP" >&2; exit 1; }
+echo "SIGHUP: token file reloaded (old token 401, new token 200)"
+TOKEN=$NEW_TOKEN
+printf 'machine 127.0.0.1 login ci password %s\n' "$TOKEN" > "$TMP/netrc"
 # a key the server does not trust: the narinfo uploads are refused
 "$cli" key generate stranger-1 "$TMP/stranger.sk" "$TMP/stranger.pk"
 CACHE2=$TMP/cache2

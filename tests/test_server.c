@@ -87,6 +87,9 @@ typedef struct option_value {
   int64_t value;
 } option_value;
 
+/* When set, start() installs it as the `authorize` hook. */
+static int (*test_authorize)(void *ud, const narcache_auth_request *r);
+
 /* Start a server on a free port with `opts` (terminated by option 0). */
 static void start(running *run, narcache_store *store, const option_value *opts) {
   memset(run, 0, sizeof *run);
@@ -96,7 +99,8 @@ static void start(running *run, narcache_store *store, const option_value *opts)
                              .healthy = on_healthy,
                              .access = on_access,
                              .stopped = on_stopped,
-                             .log = on_log};
+                             .log = on_log,
+                             .authorize = test_authorize};
   assert_int_equal(narcache_server_set_hooks(run->server, &h, run), 0);
   assert_int_equal(narcache_server_set_option(run->server, NARCACHE_OPT_PROBE_INTERVAL_MS, 50), 0);
   for (; opts != NULL && opts->option != 0; opts++)
@@ -1260,6 +1264,45 @@ static void test_upload_limits(void **state) {
   assert_int_equal(system(cmd), 0);
 }
 
+/* The embedder's authorize hook decides instead of the token table. */
+static atomic_int authorize_calls;
+static atomic_int authorize_kind;
+
+static int let_me_in(void *ud, const narcache_auth_request *r) {
+  (void)ud;
+  atomic_fetch_add(&authorize_calls, 1);
+  atomic_store(&authorize_kind, r->kind);
+  if (r->credential != NULL && r->credential_len == 21 &&
+      memcmp(r->credential, "let-me-in-0123456789a", 21) == 0)
+    return NARCACHE_SCOPE_WRITE;
+  return NARCACHE_SCOPE_NONE;
+}
+
+static void test_authorize_hook(void **state) {
+  (void)state;
+  char dir[] = "/tmp/narcache-server-authz-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  narcache_store *st = NULL;
+  assert_int_equal(narcache_store_dir_new(&st, dir, NARCACHE_STORE_DIR_WRITABLE), 0);
+  test_authorize = let_me_in;
+  running run;
+  start(&run, st, (option_value[]){{NARCACHE_OPT_MAX_UPLOAD_BYTES, 4096}, {0, 0}});
+  test_authorize = NULL;
+  const char *info = "StoreDir: /nix/store\n";
+  assert_int_equal(put_status(run.port, "/nix-cache-info", "Bearer " WRITE_TOKEN, info, 1), 401);
+  assert_int_equal(atomic_load(&authorize_calls), 1);
+  assert_int_equal(put_status(run.port, "/nix-cache-info", "Bearer let-me-in-0123456789a", info, 1),
+                   200);
+  assert_int_equal(atomic_load(&authorize_calls), 2);
+  assert_int_equal(atomic_load(&authorize_kind), NARCACHE_OBJECT_CACHE_INFO);
+  assert_int_equal(get_status(run.port, "/nix-cache-info", NULL, NULL, NULL), 200);
+  assert_int_equal(atomic_load(&authorize_calls), 2); /* a public cache: reads are not asked */
+  stop(&run);
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
 static long cpu_ticks(pid_t pid);
 
 /* Close a connection in the middle of a body. Even rounds reset it
@@ -1582,6 +1625,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_generated_nar),
       cmocka_unit_test(test_uploads),
       cmocka_unit_test(test_upload_limits),
+      cmocka_unit_test(test_authorize_hook),
       cmocka_unit_test(test_health),
       cmocka_unit_test(test_memory_cache),
       cmocka_unit_test(test_cache_info_overrides),
