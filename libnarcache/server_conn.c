@@ -1334,13 +1334,20 @@ static int object_of(srv_conn *c) {
 static void start_upload(srv_conn *c, int kind);
 static int require_scope(srv_conn *c, int kind, int need);
 
+/* PUT to a route that takes no uploads: 405, allowing what it does. */
+static void refuse_put_here(srv_conn *c) {
+  static const char text[] = "405 Method Not Allowed: nothing can be uploaded here\n";
+  c->keep_alive = 0;
+  respond_text(c, 405, "text/plain; charset=utf-8", text, sizeof text - 1, "Allow: GET, HEAD\r\n");
+}
+
 static void route_request(srv_conn *c) {
   const narcache__http_span *path = &c->req.path;
   int put = c->req.method == NARCACHE__HTTP_PUT;
   if (path->len == 8 && memcmp(path->p, "/healthz", 8) == 0) {
     c->route = ROUTE_HEALTHZ;
     if (put)
-      refuse(c, 405, "nothing can be uploaded here");
+      refuse_put_here(c);
     else
       respond_healthz(c);
     return;
@@ -1348,7 +1355,7 @@ static void route_request(srv_conn *c) {
   if (path->len == 8 && memcmp(path->p, "/metrics", 8) == 0) {
     c->route = ROUTE_METRICS;
     if (put)
-      refuse(c, 405, "nothing can be uploaded here");
+      refuse_put_here(c);
     else
       respond_metrics(c);
     return;
