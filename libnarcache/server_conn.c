@@ -576,13 +576,15 @@ static void note_progress(srv_conn *c, size_t body_bytes) {
 
 /* The body's average rate fell below the minimum: a client trickling a
  * large NAR would hold its resources for ever. */
-static int too_slow(srv_conn *c) {
+static int below_min_rate(srv_conn *c, uint64_t bytes, uint64_t since_ms) {
   srv_t *s = c->server;
-  uint64_t elapsed = narcache__srv_now_ms(s) - c->body_started_ms;
+  uint64_t elapsed = narcache__srv_now_ms(s) - since_ms;
   int64_t min_rate = s->opt[NARCACHE_OPT_MIN_BODY_RATE];
   return min_rate > 0 && elapsed > MIN_RATE_WINDOW_MS &&
-         (double)c->body_sent * 1000.0 / (double)elapsed < (double)min_rate;
+         (double)bytes * 1000.0 / (double)elapsed < (double)min_rate;
 }
+
+static int too_slow(srv_conn *c) { return below_min_rate(c, c->body_sent, c->body_started_ms); }
 
 /* No body byte went out for the stall timeout, however often the socket
  * claimed to be writable. */
@@ -635,6 +637,33 @@ static void write_out(srv_conn *c) {
 /* ------------------------------------------------------------------ */
 /* Pumping a body on the threadpool                                    */
 /* ------------------------------------------------------------------ */
+
+/* Hand the connection to a pool task (the loop leaves its socket alone
+ * meanwhile). -1 if the task cannot be queued. */
+static int queue_task(srv_conn *c, int phase, uv_work_cb work, uv_after_work_cb done) {
+  watch(c, 0);
+  uv_timer_stop(&c->timer);
+  c->phase = phase;
+  c->work.data = c;
+  if (uv_queue_work(c->server->loop, &c->work, work, done) != 0)
+    return -1;
+  c->work_busy = 1;
+  c->server->work_in_flight++;
+  return 0;
+}
+
+/* The pool task ended; 1 if the connection was closed meanwhile (or the
+ * task cancelled): then it is closed now and the caller stops. */
+static int task_ended(srv_conn *c, int status) {
+  c->work_busy = 0;
+  c->server->work_in_flight--;
+  if (!c->closing && status == 0)
+    return 0;
+  c->closing = 0;
+  c->aborted = 1;
+  close_conn(c);
+  return 1;
+}
 
 static int socket_would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 
@@ -882,16 +911,10 @@ static void pump_work(uv_work_t *w) {
 static void pump_done(uv_work_t *w, int status) {
   srv_conn *c = w->data;
   srv_t *s = c->server;
-  c->work_busy = 0;
-  s->work_in_flight--;
   if (c->pump_moved > 0)
     note_progress(c, (size_t)c->pump_moved);
-  if (c->closing || status != 0) {
-    c->closing = 0;
-    c->aborted = 1;
-    close_conn(c);
+  if (task_ended(c, status))
     return;
-  }
   switch (c->pump_result) {
   case PUMP_DONE:
     finish_request(c);
@@ -929,18 +952,10 @@ static void pump_done(uv_work_t *w, int status) {
 }
 
 static void queue_pump(srv_conn *c) {
-  srv_t *s = c->server;
-  watch(c, 0);
-  uv_timer_stop(&c->timer);
-  c->phase = PHASE_PUMP;
-  c->work.data = c;
-  if (uv_queue_work(s->loop, &c->work, pump_work, pump_done) != 0) {
+  if (queue_task(c, PHASE_PUMP, pump_work, pump_done) != 0) {
     c->aborted = 1;
     close_conn(c);
-    return;
   }
-  c->work_busy = 1;
-  s->work_in_flight++;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1125,14 +1140,8 @@ static void respond_object(srv_conn *c) {
 static void open_done(uv_work_t *w, int status) {
   srv_conn *c = w->data;
   srv_t *s = c->server;
-  c->work_busy = 0;
-  s->work_in_flight--;
-  if (c->closing || status != 0) {
-    c->closing = 0;
-    c->aborted = 1;
-    close_conn(c);
+  if (task_ended(c, status))
     return;
-  }
   int rc = c->open_rc;
   if (rc == 0) {
     respond_object(c);
@@ -1187,26 +1196,15 @@ static int answer_from_cache(srv_conn *c, int kind) {
 }
 
 static void ask_store(srv_conn *c, int kind) {
-  srv_t *s = c->server;
   c->kind = kind;
   c->from_cache = 0;
   memset(&c->reader, 0, sizeof c->reader);
   c->reader.fd = -1;
   if (cacheable(kind) && answer_from_cache(c, kind))
     return;
-  c->phase = PHASE_STORE;
   c->open_rc = 0;
-  memset(&c->reader, 0, sizeof c->reader);
-  c->reader.fd = -1;
-  c->work.data = c;
-  watch(c, 0);
-  uv_timer_stop(&c->timer);
-  if (uv_queue_work(s->loop, &c->work, open_work, open_done) != 0) {
+  if (queue_task(c, PHASE_STORE, open_work, open_done) != 0)
     respond_text(c, 503, "text/plain", "503 Service Unavailable\n", 24, NULL);
-    return;
-  }
-  c->work_busy = 1;
-  s->work_in_flight++;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1464,18 +1462,10 @@ static void upload_commit_work(uv_work_t *w) {
 static void upload_task_done(uv_work_t *w, int status);
 
 static void queue_upload_task(srv_conn *c, uv_work_cb work) {
-  srv_t *s = c->server;
-  watch(c, 0);
-  uv_timer_stop(&c->timer);
-  c->phase = PHASE_STORE;
-  c->work.data = c;
-  if (uv_queue_work(s->loop, &c->work, work, upload_task_done) != 0) {
+  if (queue_task(c, PHASE_STORE, work, upload_task_done) != 0) {
     c->aborted = 1;
     close_conn(c);
-    return;
   }
-  c->work_busy = 1;
-  s->work_in_flight++;
 }
 
 static void upload_stored(srv_conn *c) {
@@ -1497,15 +1487,8 @@ static void upload_stored(srv_conn *c) {
 /* A task of the upload ended: go on with the body, commit, or answer. */
 static void upload_task_done(uv_work_t *w, int status) {
   srv_conn *c = w->data;
-  srv_t *s = c->server;
-  c->work_busy = 0;
-  s->work_in_flight--;
-  if (c->closing || status != 0) {
-    c->closing = 0;
-    c->aborted = 1;
-    close_conn(c);
+  if (task_ended(c, status))
     return;
-  }
   srv_scratch *x = c->x;
   if (x->up_status != 0) {
     upload_refused(c, x->up_status, x->up_why);
@@ -1634,13 +1617,7 @@ static void receive_body(srv_conn *c) {
 
 /* An upload's body stopped or crawls: drop it (nothing is published). */
 static int upload_too_slow(srv_conn *c) {
-  srv_t *s = c->server;
-  uint64_t now = narcache__srv_now_ms(s);
-  uint64_t elapsed = now - c->x->up_started_ms;
-  int64_t min_rate = s->opt[NARCACHE_OPT_MIN_BODY_RATE];
-  return (int64_t)(now - c->last_progress_ms) >= s->opt[NARCACHE_OPT_BODY_STALL_MS] ||
-         (min_rate > 0 && elapsed > MIN_RATE_WINDOW_MS &&
-          (double)c->x->up_received * 1000.0 / (double)elapsed < (double)min_rate);
+  return stalled(c) || below_min_rate(c, c->x->up_received, c->x->up_started_ms);
 }
 
 /* ------------------------------------------------------------------ */

@@ -92,6 +92,15 @@ NARCACHE_PRINTF(2, 3) static void put(text_out *b, const char *fmt, ...) {
     b->failed = 1;
 }
 
+/* The label of status slot `i`: the code, or "other" for the last. */
+static const char *status_label(int i, char buf[16]) {
+  if (i < SRV_STATUS_SLOTS - 1)
+    snprintf(buf, 16, "%d", narcache__srv_counted_status[i]);
+  else
+    snprintf(buf, 16, "other");
+  return buf;
+}
+
 static void put_requests(text_out *b, const srv_metrics *m) {
   put(b, "# HELP narcache_http_requests_total Requests answered, by route and status.\n"
          "# TYPE narcache_http_requests_total counter\n");
@@ -100,12 +109,8 @@ static void put_requests(text_out *b, const srv_metrics *m) {
       if (m->requests[r][i] == 0)
         continue;
       char status[16];
-      if (i < SRV_STATUS_SLOTS - 1)
-        snprintf(status, sizeof status, "%d", narcache__srv_counted_status[i]);
-      else
-        snprintf(status, sizeof status, "other");
       put(b, "narcache_http_requests_total{route=\"%s\",status=\"%s\"} %llu\n", route_names[r],
-          status, (unsigned long long)m->requests[r][i]);
+          status_label(i, status), (unsigned long long)m->requests[r][i]);
     }
 }
 
@@ -147,11 +152,7 @@ static void put_uploads(text_out *b, const srv_metrics *m, size_t active) {
     if (m->uploads_refused[i] == 0)
       continue;
     char status[16];
-    if (i < SRV_STATUS_SLOTS - 1)
-      snprintf(status, sizeof status, "%d", narcache__srv_counted_status[i]);
-    else
-      snprintf(status, sizeof status, "other");
-    put(b, "narcache_uploads_refused_total{status=\"%s\"} %llu\n", status,
+    put(b, "narcache_uploads_refused_total{status=\"%s\"} %llu\n", status_label(i, status),
         (unsigned long long)m->uploads_refused[i]);
   }
 }

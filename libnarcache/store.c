@@ -165,26 +165,6 @@ int narcache_reader_init_memory(narcache_reader *r, const void *data, size_t len
   return NARCACHE_OK;
 }
 
-/* errno of a failed system call as a store error: what may pass by
- * itself is "unavailable", what will not is an I/O error. */
-static int from_errno(int e) {
-  switch (e) {
-  case ENOENT:
-  case ENOTDIR:
-    return NARCACHE_ENOTFOUND;
-  case EMFILE:
-  case ENFILE:
-  case ENOMEM:
-  case EAGAIN:
-  case EINTR:
-  case ETIMEDOUT:
-  case ESTALE:
-    return NARCACHE_EUNAVAIL;
-  default:
-    return NARCACHE_EIO;
-  }
-}
-
 int narcache_reader_read(narcache_reader *r, uint64_t offset, void *buf, size_t len,
                          size_t *got) {
   if (r == NULL || got == NULL || (buf == NULL && len != 0))
@@ -207,7 +187,8 @@ int narcache_reader_read(narcache_reader *r, uint64_t offset, void *buf, size_t 
       return NARCACHE_OK;
     }
     if (errno != EINTR)
-      return from_errno(errno) == NARCACHE_ENOTFOUND ? NARCACHE_EIO : from_errno(errno);
+      /* not "absent": the object was opened, reading it failed */
+      return narcache__store_errno(errno) == NARCACHE_EUNAVAIL ? NARCACHE_EUNAVAIL : NARCACHE_EIO;
   }
 }
 

@@ -8,18 +8,7 @@
 # Runs as root without a daemon, like the other Nix-driven tests.
 # Usage: server_nix.sh NARCACHE_SERVER NARCACHE_CLI
 set -euo pipefail
-server=$1
-cli=$2
-unset NIX_REMOTE
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/narcache-server-nix.XXXXXX")
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-NIX=(nix --extra-experimental-features nix-command)
-NIXOPTS=(--option sandbox false --option build-users-group '' --option substituters '')
+source "$(dirname "$0")/server_nix_lib.sh"
 
 # ---- store paths: a file, a tree, and a built path referring to both
 SRC=$TMP/src
@@ -47,51 +36,11 @@ echo "closure of $P_BUILT: ${#CLOSURE[@]} paths"
 "$cli" key generate server-test-1 "$TMP/sk" "$TMP/pk"
 PK=$(cat "$TMP/pk")
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# start_server NAME ARGS...: start narcache-server, wait until it answers.
-start_server() {
-    local name=$1
-    shift
-    PORT=$(free_port)
-    "$server" --listen "127.0.0.1:$PORT" "$@" 2>"$TMP/$name.log" &
-    pids+=($!)
-    for _ in $(seq 1 100); do
-        if python3 - "$PORT" <<'PY' 2>/dev/null
-import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1)
-s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-sys.exit(0 if s.recv(12).startswith(b"HTTP/1.1 200") else 1)
-PY
-        then return 0; fi
-        sleep 0.1
-    done
-    echo "narcache-server ($name) did not become healthy:" >&2
-    cat "$TMP/$name.log" >&2
-    return 1
-}
-
-# substitute NAME URL: nix copy the closure into a fresh store, signatures
-# required, and compare every NAR with the original.
-substitute() {
-    local name=$1 url=$2 root=$TMP/root-$1
-    XDG_CACHE_HOME=$TMP/xdg-$name "${NIX[@]}" copy "${NIXOPTS[@]}" --option require-sigs true \
-        --option trusted-public-keys "$PK" --from "$url" --to "local?root=$root" "$P_BUILT"
-    for p in "${CLOSURE[@]}"; do
-        a=$(nix-store --dump "$p" | sha256sum)
-        b=$(nix-store --dump "$root$p" | sha256sum)
-        [[ $a == "$b" ]] || { echo "$name: substituted $p differs" >&2; exit 1; }
-    done
-    echo "$name: nix substituted ${#CLOSURE[@]} paths with require-sigs, NARs identical"
-}
-
 # ---- dir backend: a cache written by `narcache cache add`
 CACHE=$TMP/cache
 "$cli" cache add --to "$CACHE" --key-file "$TMP/sk" --compression zstd --closure "$P_BUILT"
 start_server dir --cache "$CACHE"
-substitute dir "http://127.0.0.1:$PORT"
+substitute dir "$PK"
 # Range with curl -r, and HEAD, against the file the cache holds
 h=$(basename "$P_BUILT" | cut -c1-32)
 nar=$(sed -n 's/^URL: //p' "$CACHE/$h.narinfo")
@@ -111,7 +60,7 @@ echo "dir: curl -r ranges, HEAD and a refused 100-continue upload: ok"
 
 # ---- nixstore backend, NARs made on the fly, plain and zstd
 start_server nixstore --nix-store --key-file "$TMP/sk"
-substitute nixstore "http://127.0.0.1:$PORT"
+substitute nixstore "$PK"
 # nix-serve's and harmonia's NAR URL forms name the same NAR
 h=$(basename "$P_BUILT" | cut -c1-32)
 url=$(python3 -c 'import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' \
@@ -124,7 +73,7 @@ for form in "$url" "nar/$h.nar" "nar/$nh.nar?hash=$h"; do
 done
 echo "nixstore: NAR URL forms $url, nar/$h.nar, nar/$nh.nar?hash=$h serve the same NAR"
 start_server nixstore-zstd --nix-store --key-file "$TMP/sk" --compression zstd
-substitute nixstore-zstd "http://127.0.0.1:$PORT"
+substitute nixstore-zstd "$PK"
 
 # ---- a tampered narinfo is refused by the client
 BAD=$TMP/bad
@@ -161,10 +110,6 @@ echo "truncated NAR: detected: $(grep -m1 -i "error" "$TMP/cut.err")"
 grep -qi "error" "$TMP/cut.err"
 
 # ---- the servers stop cleanly on SIGTERM
-for p in "${pids[@]}"; do kill -TERM "$p"; done
-for p in "${pids[@]}"; do
-    wait "$p" || { echo "narcache-server $p exited with $?" >&2; exit 1; }
-done
-pids=()
+stop_servers
 grep -q 'stopped' "$TMP/dir.log"
 echo "server_nix: ok"

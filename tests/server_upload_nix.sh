@@ -8,18 +8,7 @@
 # Runs as root without a daemon, like the other Nix-driven tests.
 # Usage: server_upload_nix.sh NARCACHE_SERVER NARCACHE_CLI
 set -euo pipefail
-server=$1
-cli=$2
-unset NIX_REMOTE
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/narcache-upload-nix.XXXXXX")
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-NIX=(nix --extra-experimental-features nix-command)
-NIXOPTS=(--option sandbox false --option build-users-group '' --option substituters '')
+source "$(dirname "$0")/server_nix_lib.sh"
 
 # ---- a built path (input-addressed: its signature matters) referring to
 # a file and a tree, with a file large enough for several body pieces
@@ -48,44 +37,12 @@ TOKEN=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
 printf '# test tokens\nci write %s\nreader read r-%s\n' "$TOKEN" "$TOKEN" > "$TMP/tokens"
 printf 'machine 127.0.0.1 login ci password %s\n' "$TOKEN" > "$TMP/netrc"
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-start_server() {
-    local name=$1
-    shift
-    PORT=$(free_port)
-    "$server" --listen "127.0.0.1:$PORT" "$@" 2>"$TMP/$name.log" &
-    pids+=($!)
-    for _ in $(seq 1 100); do
-        curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz" && return 0
-        sleep 0.1
-    done
-    echo "narcache-server ($name) did not become healthy:" >&2
-    cat "$TMP/$name.log" >&2
-    return 1
-}
 # push NAME URL [NIX OPTIONS...]: nix copy the closure to the server
 push() {
     local name=$1 url=$2
     shift 2
     XDG_CACHE_HOME=$TMP/xdg-push-$name "${NIX[@]}" copy "${NIXOPTS[@]}" "$@" --to "$url" "$P_BUILT"
 }
-# substitute NAME PUBKEY: nix copy the closure back into a fresh store,
-# signatures required, and compare every NAR with the original
-substitute() {
-    local name=$1 pk=$2 root=$TMP/root-$1
-    XDG_CACHE_HOME=$TMP/xdg-$name "${NIX[@]}" copy "${NIXOPTS[@]}" --option require-sigs true \
-        --option trusted-public-keys "$pk" --from "http://127.0.0.1:$PORT" \
-        --to "local?root=$root" "$P_BUILT"
-    for p in "${CLOSURE[@]}"; do
-        a=$(nix-store --dump "$p" | sha256sum)
-        b=$(nix-store --dump "$root$p" | sha256sum)
-        [[ $a == "$b" ]] || { echo "$name: substituted $p differs" >&2; exit 1; }
-    done
-    echo "$name: pushed with nix copy, substituted back (${#CLOSURE[@]} paths, require-sigs), NARs identical"
-}
-
 # ---- a trusted client key
 CACHE=$TMP/cache
 mkdir -p "$CACHE"
@@ -152,9 +109,5 @@ start_server signing --cache "$CACHE3" --upload-token-file "$TMP/tokens" \
 push signing "http://127.0.0.1:$PORT?compression=none" --option netrc-file "$TMP/netrc"
 substitute signing "$(cat "$TMP/server.pk")"
 
-for p in "${pids[@]}"; do kill -TERM "$p"; done
-for p in "${pids[@]}"; do
-    wait "$p" || { echo "narcache-server $p exited with $?" >&2; exit 1; }
-done
-pids=()
+stop_servers
 echo "server_upload_nix: ok"
