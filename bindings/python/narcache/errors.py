@@ -130,3 +130,24 @@ def check(code, message=None, offset=None):
     if code >= 0:
         return code
     raise error_class(code)(code, message or None, offset)
+
+
+def _codes():
+    codes, code = {}, -1
+    while True:
+        name = _lib.narcache_errname(code).decode()
+        if name == "UNKNOWN":
+            return codes
+        codes[name] = code
+        code -= 1
+
+
+#: Every error code of the loaded library by name ({"EINVAL": -1, ...}).
+CODES = _codes()
+ENOTFOUND = CODES["ENOTFOUND"]
+EUSER = CODES["EUSER"]
+EINVAL = CODES["EINVAL"]
+EBADSIG = CODES["EBADSIG"]
+EBADNAR = CODES["EBADNAR"]
+EIO = CODES["EIO"]
+ENOTSUP = CODES["ENOTSUP"]

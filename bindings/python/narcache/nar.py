@@ -1,13 +1,18 @@
-"""NAR archives: dump a tree exactly as `nix-store --dump` does, and hash it."""
+"""NAR archives: dump a tree exactly as `nix-store --dump` does, hash it,
+parse a NAR strictly as a stream of events, restore it safely, list it."""
 import ctypes
+import enum
+import json
 import os
 import tempfile
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, Optional, Union
 
-from . import _lib
-from .errors import check
+from . import _lib, hashes
+from ._handle import Handle
+from .errors import check, error_class
 
 _ERRBUF = 512
-_NIX32 = 2
 
 
 def _path_bytes(path):
@@ -61,7 +66,188 @@ def hash(path):  # noqa: A001 -- the natural name in this module
     rc = _lib.narcache_nar_hash_path(ctypes.byref(h), ctypes.byref(size), _path_bytes(path), err,
                                      _ERRBUF)
     check(rc, err.value.decode(errors="replace"))
-    text = ctypes.create_string_buffer(_lib.narcache_hash_string_max())
-    n = ctypes.c_size_t(0)
-    check(_lib.narcache_hash_format(text, len(text), ctypes.byref(n), ctypes.byref(h), _NIX32, 1))
-    return text.value.decode(), size.value
+    return hashes.format(h), size.value
+
+
+_READ_CHUNK = 1 << 20
+Source = Union[bytes, bytearray, memoryview, BinaryIO]
+
+
+def _chunks(source: Source):
+    """The NAR bytes of `source` in pieces: a bytes-like object whole, a
+    binary file object read 1 MiB at a time."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        yield bytes(source)
+        return
+    read = getattr(source, "read", None)
+    if read is None:
+        raise TypeError("a NAR source is bytes or a binary file object, not %s"
+                        % type(source).__name__)
+    while True:
+        chunk = read(_READ_CHUNK)
+        if not chunk:
+            return
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise TypeError("the NAR source must be opened in binary mode")
+        yield bytes(chunk)
+
+
+def _name(ptr, length):
+    """An entry name or target: str, with bytes that are not UTF-8 kept
+    as surrogate escapes, as os.fsdecode does (os.fsencode gives them back)."""
+    return _lib.borrowed(ptr, length).decode("utf-8", "surrogateescape")
+
+
+class EventType(enum.IntEnum):
+    """What an Event reports (the values of the C enum)."""
+    DIR_BEGIN = 1
+    ENTRY = 2
+    FILE_BEGIN = 3
+    FILE_DATA = 4
+    FILE_END = 5
+    SYMLINK = 6
+    DIR_END = 7
+    END = 8
+
+
+@dataclass(frozen=True)
+class Event:
+    """One step of a NAR. `offset` is the NAR offset where the event's
+    frame starts; for FILE_BEGIN the first content byte (the listing's
+    narOffset), for FILE_DATA that of `data`."""
+    type: EventType
+    depth: int
+    offset: int
+    name: Optional[str] = None    # ENTRY: the name of the node that follows
+    target: Optional[str] = None  # SYMLINK
+    executable: bool = False      # FILE_BEGIN
+    size: Optional[int] = None    # FILE_BEGIN
+    data: Optional[bytes] = None  # FILE_DATA
+
+
+def _event(ev: _lib.NarEvent) -> Event:
+    kind = EventType(ev.type)
+    if kind == EventType.ENTRY:
+        return Event(kind, ev.depth, ev.offset, name=_name(ev.name, ev.name_len))
+    if kind == EventType.SYMLINK:
+        return Event(kind, ev.depth, ev.offset, target=_name(ev.name, ev.name_len))
+    if kind == EventType.FILE_BEGIN:
+        return Event(kind, ev.depth, ev.offset, executable=bool(ev.executable), size=ev.size)
+    if kind == EventType.FILE_DATA:
+        return Event(kind, ev.depth, ev.offset, data=ctypes.string_at(ev.data, ev.len))
+    return Event(kind, ev.depth, ev.offset)
+
+
+def parse(source: Source) -> Iterator[Event]:
+    """The events of the NAR in `source` (bytes or a binary file object),
+    checked as strictly as the C parser does: a malformed, truncated or
+    over-long archive raises NarError (or LimitError) with the NAR offset
+    in `.offset`, after the events before the problem. Memory stays
+    bounded however large the archive."""
+    out = ctypes.c_void_p()
+    check(_lib.narcache_nar_parser_new(ctypes.byref(out)))
+    parser = Handle(out.value, _lib.narcache_nar_parser_free)
+
+    def fail(rc):
+        raise error_class(rc)(rc, _lib.narcache_nar_parser_errmsg(parser.ptr).decode(
+            errors="replace"), _lib.narcache_nar_parser_erroffset(parser.ptr))
+
+    try:
+        ev = _lib.NarEvent(version=_lib.NAR_EVENT_VERSION)
+        for chunk in _chunks(source):
+            inbuf = _lib.in_buffer(chunk)
+            while True:
+                rc = _lib.narcache_nar_parser_next(parser.use(), ctypes.byref(inbuf),
+                                                   ctypes.byref(ev))
+                if rc < 0:
+                    fail(rc)
+                if rc == 0:
+                    break
+                yield _event(ev)
+        rc = _lib.narcache_nar_parser_finish(parser.use())
+        if rc < 0:
+            fail(rc)
+    finally:
+        parser.release()
+
+
+def restore(source: Source, dest) -> None:
+    """Unpack the NAR in `source` to the new path `dest` (whose parent must
+    exist), as `nix-store --restore` does but all or nothing: the tree is
+    built under a hidden name and renamed into place only when the whole
+    archive was good; on any error nothing is left behind. Symlinks in the
+    archive are created, never followed."""
+    out = ctypes.c_void_p()
+    check(_lib.narcache_nar_restorer_new(ctypes.byref(out)))
+    restorer = Handle(out.value, _lib.narcache_nar_restorer_free)
+
+    def checked(rc):
+        if rc < 0:
+            raise error_class(rc)(rc, _lib.narcache_nar_restorer_errmsg(restorer.ptr).decode(
+                errors="replace"))
+        return rc
+
+    try:
+        ptr = restorer.use()
+        checked(_lib.narcache_nar_restorer_open(ptr, _lib.AT_FDCWD, _path_bytes(dest)))
+        for chunk in _chunks(source):
+            inbuf = _lib.in_buffer(chunk)
+            checked(_lib.narcache_nar_restorer_write(ptr, ctypes.byref(inbuf)))
+        checked(_lib.narcache_nar_restorer_finish(ptr))
+    finally:
+        restorer.release()
+
+
+def listing_json(source) -> str:
+    """The `.ls` listing, byte for byte as Nix writes it next to a NAR
+    (write-nar-listing=true). `source` is a path on disk (str or
+    os.PathLike: its NAR is described from the tree's metadata, no file
+    contents read) or a NAR (bytes or a binary file object)."""
+    if isinstance(source, (str, os.PathLike)):
+        return _listing_of_path(source)
+    return _listing_of_nar(source)
+
+
+def listing(source) -> dict:
+    """listing_json(source) as a dict: {"version": 1, "root": {...}}."""
+    return json.loads(listing_json(source))
+
+
+def _listing_of_path(path) -> str:
+    out = ctypes.c_void_p()
+    check(_lib.narcache_nar_dumper_new(ctypes.byref(out)))
+    dumper = Handle(out.value, _lib.narcache_nar_dumper_free)
+    try:
+        ptr = dumper.use()
+        rc = _lib.narcache_nar_dumper_open(ptr, _lib.AT_FDCWD, _path_bytes(path))
+        if rc < 0:
+            raise error_class(rc)(rc, _lib.narcache_nar_dumper_errmsg(ptr).decode(
+                errors="replace"))
+        text, n = ctypes.c_void_p(), ctypes.c_size_t(0)
+        check(_lib.narcache_nar_dumper_listing(ctypes.byref(text), ctypes.byref(n), ptr))
+        return _lib.take_string(text.value, n.value).decode()
+    finally:
+        dumper.release()
+
+
+def _listing_of_nar(source) -> str:
+    out = ctypes.c_void_p()
+    check(_lib.narcache_nar_lister_new(ctypes.byref(out)))
+    lister = Handle(out.value, _lib.narcache_nar_lister_free)
+
+    def checked(rc):
+        if rc < 0:
+            raise error_class(rc)(rc, _lib.narcache_nar_lister_errmsg(lister.ptr).decode(
+                errors="replace"), _lib.narcache_nar_lister_erroffset(lister.ptr))
+        return rc
+
+    try:
+        ptr = lister.use()
+        for chunk in _chunks(source):
+            inbuf = _lib.in_buffer(chunk)
+            checked(_lib.narcache_nar_lister_write(ptr, ctypes.byref(inbuf)))
+        text, n = ctypes.c_void_p(), ctypes.c_size_t(0)
+        checked(_lib.narcache_nar_lister_finish(ptr, ctypes.byref(text), ctypes.byref(n)))
+        return _lib.take_string(text.value, n.value).decode()
+    finally:
+        lister.release()
