@@ -137,6 +137,12 @@ _SIGNATURES = [
     ("narcache_hash_format", c_int, c_char_p, c_size_t, SIZEP, HASHP, c_int, c_int),
     ("narcache_hash_parse", c_int, HASHP, c_char_p, c_size_t, SIZEP),
     ("narcache_hash_string_max", c_size_t),
+    ("narcache_hash_buffer", c_int, HASHP, c_int, c_char_p, c_size_t),
+    ("narcache_hash_algo_from_name", c_int, c_char_p, c_size_t),
+    ("narcache_hasher_new", c_int, PP, c_int),
+    ("narcache_hasher_update", c_int, P, c_char_p, c_size_t),
+    ("narcache_hasher_final", c_int, P, HASHP),
+    ("narcache_hasher_free", None, P),
     # nar.h
     ("narcache_nar_parser_new", c_int, PP),
     ("narcache_nar_parser_next", c_int, P, POINTER(InBuf), POINTER(NarEvent)),

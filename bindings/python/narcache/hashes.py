@@ -3,6 +3,7 @@ of base16, nix32, base64 after "algo:", or SRI "algo-base64")."""
 import ctypes
 
 from . import _lib
+from ._handle import Handle
 from .errors import check
 
 NIX32 = 2
@@ -31,3 +32,35 @@ def format(h: _lib.Hash) -> str:  # noqa: A001 -- mirrors the C name
 def normalize(text: str) -> str:
     """Any accepted spelling of a hash, rewritten as "<algo>:<nix32>"."""
     return format(parse(text))
+
+
+def _algo(name: str) -> int:
+    data = name.encode()
+    return check(_lib.narcache_hash_algo_from_name(data, len(data)))
+
+
+def of_bytes(data: bytes, algo: str = "sha256") -> str:
+    """The hash of `data` as "<algo>:<nix32>" (a narinfo FileHash)."""
+    data = bytes(data)
+    h = _lib.Hash()
+    check(_lib.narcache_hash_buffer(ctypes.byref(h), _algo(algo), data, len(data)))
+    return format(h)
+
+
+def of_file(path, algo: str = "sha256") -> str:
+    """The hash of the file at `path` as "<algo>:<nix32>", read in pieces."""
+    out = ctypes.c_void_p()
+    check(_lib.narcache_hasher_new(ctypes.byref(out), _algo(algo)))
+    hasher = Handle(out.value, _lib.narcache_hasher_free)
+    try:
+        with open(path, "rb") as f:
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                check(_lib.narcache_hasher_update(hasher.use(), chunk, len(chunk)))
+        h = _lib.Hash()
+        check(_lib.narcache_hasher_final(hasher.use(), ctypes.byref(h)))
+        return format(h)
+    finally:
+        hasher.release()

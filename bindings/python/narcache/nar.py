@@ -5,8 +5,7 @@ import enum
 import json
 import os
 import tempfile
-from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Optional, Union
+from typing import BinaryIO, Iterator, NamedTuple, Optional, Union
 
 from . import _lib, hashes
 from ._handle import Handle
@@ -110,8 +109,7 @@ class EventType(enum.IntEnum):
     END = 8
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     """One step of a NAR. `offset` is the NAR offset where the event's
     frame starts; for FILE_BEGIN the first content byte (the listing's
     narOffset), for FILE_DATA that of `data`."""
@@ -125,8 +123,11 @@ class Event:
     data: Optional[bytes] = None  # FILE_DATA
 
 
+_TYPES = {t.value: t for t in EventType}
+
+
 def _event(ev: _lib.NarEvent) -> Event:
-    kind = EventType(ev.type)
+    kind = _TYPES[ev.type]
     if kind == EventType.ENTRY:
         return Event(kind, ev.depth, ev.offset, name=_name(ev.name, ev.name_len))
     if kind == EventType.SYMLINK:
@@ -198,9 +199,10 @@ def restore(source: Source, dest) -> None:
         restorer.release()
 
 
-def listing_json(source) -> str:
+def listing_json(source) -> bytes:
     """The `.ls` listing, byte for byte as Nix writes it next to a NAR
-    (write-nar-listing=true). `source` is a path on disk (str or
+    (write-nar-listing=true): bytes, since names that are not UTF-8 are
+    written raw, as Nix does. `source` is a path on disk (str or
     os.PathLike: its NAR is described from the tree's metadata, no file
     contents read) or a NAR (bytes or a binary file object)."""
     if isinstance(source, (str, os.PathLike)):
@@ -209,11 +211,12 @@ def listing_json(source) -> str:
 
 
 def listing(source) -> dict:
-    """listing_json(source) as a dict: {"version": 1, "root": {...}}."""
-    return json.loads(listing_json(source))
+    """listing_json(source) as a dict: {"version": 1, "root": {...}}.
+    Names that are not UTF-8 come as surrogate escapes (as os.fsdecode)."""
+    return json.loads(listing_json(source).decode("utf-8", "surrogateescape"))
 
 
-def _listing_of_path(path) -> str:
+def _listing_of_path(path) -> bytes:
     out = ctypes.c_void_p()
     check(_lib.narcache_nar_dumper_new(ctypes.byref(out)))
     dumper = Handle(out.value, _lib.narcache_nar_dumper_free)
@@ -225,12 +228,12 @@ def _listing_of_path(path) -> str:
                 errors="replace"))
         text, n = ctypes.c_void_p(), ctypes.c_size_t(0)
         check(_lib.narcache_nar_dumper_listing(ctypes.byref(text), ctypes.byref(n), ptr))
-        return _lib.take_string(text.value, n.value).decode()
+        return _lib.take_string(text.value, n.value)
     finally:
         dumper.release()
 
 
-def _listing_of_nar(source) -> str:
+def _listing_of_nar(source) -> bytes:
     out = ctypes.c_void_p()
     check(_lib.narcache_nar_lister_new(ctypes.byref(out)))
     lister = Handle(out.value, _lib.narcache_nar_lister_free)
@@ -248,6 +251,6 @@ def _listing_of_nar(source) -> str:
             checked(_lib.narcache_nar_lister_write(ptr, ctypes.byref(inbuf)))
         text, n = ctypes.c_void_p(), ctypes.c_size_t(0)
         checked(_lib.narcache_nar_lister_finish(ptr, ctypes.byref(text), ctypes.byref(n)))
-        return _lib.take_string(text.value, n.value).decode()
+        return _lib.take_string(text.value, n.value)
     finally:
         lister.release()

@@ -11,6 +11,7 @@ leaving the `with` block) raises the exception in the caller's thread.
 import atexit
 import ctypes
 import logging
+import os
 import threading
 import weakref
 from collections import namedtuple
@@ -174,7 +175,7 @@ class Server:
         None, "read" or "write" (replacing the token table).
     """
 
-    def __init__(self, store: Union[Store, str], listen: Sequence[str] = ("127.0.0.1:0",),
+    def __init__(self, store: Union[Store, str, os.PathLike], listen: Sequence[str] = ("127.0.0.1:0",),
                  keys: Iterable[SecretKey] = (), trusted_keys: Iterable[PublicKey] = (),
                  tokens: Union[Tokens, str, None] = None,
                  options: Optional[Mapping[str, int]] = None,
@@ -191,7 +192,7 @@ class Server:
             raise TypeError("keys are SecretKey objects")
         if any(not isinstance(k, PublicKey) for k in self._trusted):
             raise TypeError("trusted_keys are PublicKey objects")
-        if isinstance(store, str):
+        if isinstance(store, (str, os.PathLike)):
             if store == "nix":
                 store = NixStore(keys=self._keys)
             else:
@@ -205,6 +206,8 @@ class Server:
             raise ValueError("a server needs at least one address to listen on")
         self._running = _Running(log, access, authorize)
         self._thread = None
+        self._addresses = []
+        self._port = 0
 
     # ---- lifecycle
 
@@ -223,6 +226,7 @@ class Server:
         try:
             self._configure(handle.ptr)
             check(_lib.narcache_server_start(handle.ptr))
+            self._read_addresses(handle.ptr)
         except BaseException:
             handle.release()
             raise
@@ -249,6 +253,13 @@ class Server:
         for address in self._listen:
             check(_lib.narcache_server_listen(ptr, address.encode(), 0),
                   "cannot listen on %s" % address)
+
+    def _read_addresses(self, ptr):
+        buf = ctypes.create_string_buffer(512)
+        for i in range(_lib.narcache_server_listener_count(ptr)):
+            check(_lib.narcache_server_address(ptr, i, buf, len(buf)))
+            self._addresses.append(buf.value.decode())
+        self._port = _lib.narcache_server_port(ptr, 0)
 
     def stop(self, timeout: Optional[float] = 30, raise_hook_errors: bool = True) -> None:
         """Stop gracefully (responses in flight finish) and wait for the
@@ -315,23 +326,16 @@ class Server:
 
     @property
     def addresses(self) -> list:
-        """Local addresses: "ADDR:PORT", "[V6]:PORT" or "unix:PATH"."""
-        ptr = self._running.handle.use() if self._running.handle else None
-        if ptr is None:
-            return []
-        result = []
-        buf = ctypes.create_string_buffer(512)
-        for i in range(_lib.narcache_server_listener_count(ptr)):
-            check(_lib.narcache_server_address(ptr, i, buf, len(buf)))
-            result.append(buf.value.decode())
-        return result
+        """Local addresses: "ADDR:PORT", "[V6]:PORT" or "unix:PATH" (known
+        from start() on, kept after stop)."""
+        return list(self._addresses)
 
     @property
     def port(self) -> int:
         """The TCP port of the first listener (0 for a unix socket)."""
         if self._running.handle is None:
             raise RuntimeError("the server has not started")
-        return _lib.narcache_server_port(self._running.handle.use(), 0)
+        return self._port
 
     @property
     def url(self) -> str:
