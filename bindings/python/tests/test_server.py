@@ -243,3 +243,21 @@ def test_stop_from_another_thread_and_wait():
     assert server.wait(10)
     assert time.monotonic() - start < 10
     server.stop()
+
+
+def test_the_interpreter_exits_cleanly_with_servers_still_running(tmp_path):
+    """No stop(), one server still referenced, one with a hook: exit is
+    prompt and clean (the servers are stopped before their stores go)."""
+    import subprocess
+    import sys
+    script = (
+        "import narcache, urllib.request\n"
+        "a = narcache.Server(%r).start()\n"
+        "b = narcache.Server(narcache.DirStore(%r), access=lambda r: None).start()\n"
+        "for s in (a, b):\n"
+        "    assert urllib.request.urlopen(s.url + '/nix-cache-info').status == 200\n"
+        "print('served', flush=True)\n" % (str(CACHE), str(CACHE)))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "served\n" and "Exception" not in result.stderr
