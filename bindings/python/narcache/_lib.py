@@ -289,3 +289,16 @@ def in_buffer(data: bytes) -> InBuf:
 def out_buffer(buf) -> OutBuf:
     """An output cursor over a ctypes char array."""
     return OutBuf(ctypes.cast(buf, c_void_p), len(buf), 0)
+
+
+def in_range(value, what, bits=64, signed=False):
+    """`value` as an int if it fits the C integer type, else OverflowError:
+    ctypes would silently wrap it (a size of -1 would become 2**64 - 1)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        value = int(value.__index__()) if hasattr(value, "__index__") else value
+        if not isinstance(value, int):
+            raise TypeError("%s must be an integer" % what)
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if not low <= value <= high:
+        raise OverflowError("%s=%d is out of range (%d..%d)" % (what, value, low, high))
+    return value

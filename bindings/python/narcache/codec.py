@@ -55,6 +55,7 @@ class Compressor(_Codec):
 
     def __init__(self, level: int = 0, codec: str = "zstd"):
         out = ctypes.c_void_p()
+        level = _lib.in_range(level, "level", 32, signed=True)
         check(_lib.narcache_codec_new_compressor(ctypes.byref(out), _codec_type(codec), level))
         self._init(out.value)
 
@@ -77,7 +78,8 @@ class Decompressor(_Codec):
         check(_lib.narcache_codec_new_decompressor(ctypes.byref(out), _codec_type(codec)))
         self._init(out.value)
         if max_output is not None:
-            check(_lib.narcache_codec_set_max_output(out.value, int(max_output)))
+            check(_lib.narcache_codec_set_max_output(
+                out.value, _lib.in_range(max_output, "max_output")))
 
     def decompress(self, data: bytes) -> bytes:
         """Feed compressed bytes; returns the bytes they decode to. Raises

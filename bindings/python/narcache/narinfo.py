@@ -4,7 +4,7 @@ from typing import Iterable, Optional, Sequence
 
 from . import _lib, hashes
 from ._handle import Handle, Owner
-from .errors import ENOTFOUND as _NOT_FOUND, check, error_class
+from .errors import CODES, ENOTFOUND as _NOT_FOUND, check, error_class
 from .keys import PublicKey, SecretKey
 
 
@@ -29,6 +29,9 @@ def _optional_setter(setter):
             data = _encode(value)
             self._check(setter(self._handle.use(), data, len(data)))
     return set_
+
+
+_BAD_NARINFO = CODES["EBADNARINFO"]
 
 
 class NarInfo(Owner):
@@ -78,7 +81,12 @@ class NarInfo(Owner):
 
     def _check(self, rc):
         if rc < 0:
-            message = _lib.narcache_narinfo_errmsg(self._handle.use()).decode(errors="replace")
+            # The object's message describes EBADNARINFO failures only; for
+            # other codes it may still hold an earlier failure's text.
+            message = None
+            if rc == _BAD_NARINFO:
+                message = _lib.narcache_narinfo_errmsg(self._handle.use()).decode(
+                    errors="replace")
             raise error_class(rc)(rc, message)
         return rc
 
@@ -189,7 +197,8 @@ class NarInfo(Owner):
 
     @nar_size.setter
     def nar_size(self, value: int):
-        self._check(_lib.narcache_narinfo_set_nar_size(self._handle.use(), int(value)))
+        size = _lib.in_range(value, "nar_size")
+        self._check(_lib.narcache_narinfo_set_nar_size(self._handle.use(), size))
 
     @property
     def file_size(self) -> Optional[int]:
@@ -201,8 +210,8 @@ class NarInfo(Owner):
     @file_size.setter
     def file_size(self, value: Optional[int]):
         present = value is not None
-        self._check(_lib.narcache_narinfo_set_file_size(self._handle.use(), int(present),
-                                                        int(value) if present else 0))
+        size = _lib.in_range(value, "file_size") if present else 0
+        self._check(_lib.narcache_narinfo_set_file_size(self._handle.use(), int(present), size))
 
     def _list(self, count, item):
         ptr = self._handle.use()

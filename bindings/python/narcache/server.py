@@ -240,7 +240,8 @@ class Server:
     def _configure(self, ptr):
         check(_lib.narcache_server_set_hooks(ptr, ctypes.byref(self._running.hooks), None))
         for name, value in self._options.items():
-            check(_lib.narcache_server_set_option(ptr, OPTIONS[name], int(value)),
+            value = _lib.in_range(value, name, 64, signed=True)
+            check(_lib.narcache_server_set_option(ptr, OPTIONS[name], value),
                   "option %s=%r refused" % (name, value))
         if self._tokens is not None:
             check(_lib.narcache_server_set_tokens(ptr, self._tokens._handle.use()))

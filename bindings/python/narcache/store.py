@@ -34,7 +34,8 @@ class DirStore(Store):
               "cannot open the cache directory %s" % os.fspath(path))
         self._handle = Handle(out.value, _lib.narcache_store_free)
         if min_free is not None:
-            check(_lib.narcache_store_dir_set_min_free(out.value, int(min_free)))
+            check(_lib.narcache_store_dir_set_min_free(out.value,
+                                                       _lib.in_range(min_free, "min_free")))
 
 
 class NixStore(Store):
@@ -57,8 +58,8 @@ class NixStore(Store):
             version=_lib.NIXSTORE_OPTIONS_VERSION,
             store_dir=None if store_dir is None else os.fsencode(store_dir),
             db_path=None if db_path is None else os.fsencode(db_path),
-            keys=array, n_keys=len(keys), priority=priority, compression=_CODECS[compression],
-            level=level, log_dir=None if log_dir is None else os.fsencode(log_dir))
+            keys=array, n_keys=len(keys), priority=_lib.in_range(priority, "priority", 32, True),
+            compression=_CODECS[compression], level=_lib.in_range(level, "level", 32, True), log_dir=None if log_dir is None else os.fsencode(log_dir))
         out = ctypes.c_void_p()
         check(_lib.narcache_store_nixstore_new(ctypes.byref(out), ctypes.byref(opts)),
               "cannot open the Nix store database %s" % (db_path or "/nix/var/nix/db/db.sqlite"))
