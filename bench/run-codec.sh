@@ -257,7 +257,7 @@ tool_cmd() {
 # decoders turn it back into INPUT.
 checked_frame() {
   local frame=$1 input=$2 who=$3
-  if ! zstd -lv "$frame" 2>/dev/null | grep -q 'Check: XXH64'; then
+  if ! zstd -lv "$frame" 2>/dev/null | grep 'Check: XXH64' > /dev/null; then
     echo "error: $who's frame has no XXH64 content checksum" >&2; exit 1
   fi
   if ! zstd -q -d -c "$frame" | cmp -s - "$input"; then

@@ -26,8 +26,11 @@ export PKG_CONFIG_PATH=$libdir/pkgconfig
 export LD_LIBRARY_PATH=$libdir
 # shellcheck disable=SC2046,SC2086
 "$cc" $extra -Wall -Wextra -Werror -o "$TMP/embed" "$source" $(pkg-config --cflags --libs narcache libuv)
-if ! ldd "$TMP/embed" | grep -q "$TMP/prefix/.*libnarcache.so"; then
-    fail "embed does not load the installed libnarcache"
+# ldd's output goes to a file first: `ldd | grep -q` under pipefail fails
+# whenever grep exits before ldd has written its last line (SIGPIPE).
+ldd "$TMP/embed" > "$TMP/ldd"
+if ! grep -q "$TMP/prefix/.*libnarcache.so" "$TMP/ldd"; then
+    fail "embed does not load the installed libnarcache: $(cat "$TMP/ldd")"
 fi
 
 "$TMP/embed" "$cache" 127.0.0.1:0 > "$TMP/out" 2> "$TMP/err" &

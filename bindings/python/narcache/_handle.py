@@ -7,7 +7,10 @@ has let go *and* no borrower is left. So whatever order the garbage
 collector runs finalizers in -- a reference cycle gives no order at all --
 a parent is never freed before a child that points into it.
 """
+import ctypes
 import threading
+
+from .errors import check
 
 
 class Handle:
@@ -86,3 +89,10 @@ class Owner:
 
     def __del__(self):
         self.close()
+
+
+def create(constructor, free, *args):
+    """Call a C constructor `narcache_x_new(&out, *args)` and own the object."""
+    out = ctypes.c_void_p()
+    check(constructor(ctypes.byref(out), *args))
+    return Handle(out.value, free)

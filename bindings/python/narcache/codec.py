@@ -7,7 +7,7 @@ from typing import BinaryIO, Optional
 
 from . import _lib
 from ._handle import Handle, Owner
-from .errors import check, error_class
+from .errors import check, check_object
 
 _CHUNK = 1 << 17
 _FLUSH_NONE, _FLUSH_BLOCK, _FLUSH_END = 0, 1, 2
@@ -26,8 +26,7 @@ class _Codec(Owner):
         self._out = ctypes.create_string_buffer(_CHUNK)
 
     def _raise(self, rc):
-        message = _lib.narcache_codec_errmsg(self._handle.use()).decode(errors="replace")
-        raise error_class(rc)(rc, message or None)
+        check_object(rc, self._handle.use(), _lib.narcache_codec_errmsg)
 
     def _pieces(self, data: bytes, flush: int, until_drained: bool):
         """Output chunks of at most _CHUNK bytes, as they are produced (a

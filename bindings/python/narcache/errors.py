@@ -151,3 +151,12 @@ EBADSIG = CODES["EBADSIG"]
 EBADNAR = CODES["EBADNAR"]
 EIO = CODES["EIO"]
 ENOTSUP = CODES["ENOTSUP"]
+
+
+def check_object(code, ptr, errmsg, erroffset=None):
+    """check() for a call on a C object that keeps its own error message
+    (`errmsg(ptr)`) and, for parsers, the offset (`erroffset(ptr)`)."""
+    if code >= 0:
+        return code
+    message = errmsg(ptr).decode(errors="replace") or None
+    raise error_class(code)(code, message, None if erroffset is None else erroffset(ptr))

@@ -3,7 +3,7 @@ of base16, nix32, base64 after "algo:", or SRI "algo-base64")."""
 import ctypes
 
 from . import _lib
-from ._handle import Handle
+from ._handle import create
 from .errors import check
 
 NIX32 = 2
@@ -49,9 +49,7 @@ def of_bytes(data: bytes, algo: str = "sha256") -> str:
 
 def of_file(path, algo: str = "sha256") -> str:
     """The hash of the file at `path` as "<algo>:<nix32>", read in pieces."""
-    out = ctypes.c_void_p()
-    check(_lib.narcache_hasher_new(ctypes.byref(out), _algo(algo)))
-    hasher = Handle(out.value, _lib.narcache_hasher_free)
+    hasher = create(_lib.narcache_hasher_new, _lib.narcache_hasher_free, _algo(algo))
     try:
         with open(path, "rb") as f:
             while True:

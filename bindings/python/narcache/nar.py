@@ -8,8 +8,8 @@ import tempfile
 from typing import BinaryIO, Iterator, NamedTuple, Optional, Union
 
 from . import _lib, hashes
-from ._handle import Handle
-from .errors import check, error_class
+from ._handle import create
+from .errors import check, check_object
 
 _ERRBUF = 512
 
@@ -145,29 +145,20 @@ def parse(source: Source) -> Iterator[Event]:
     over-long archive raises NarError (or LimitError) with the NAR offset
     in `.offset`, after the events before the problem. Memory stays
     bounded however large the archive."""
-    out = ctypes.c_void_p()
-    check(_lib.narcache_nar_parser_new(ctypes.byref(out)))
-    parser = Handle(out.value, _lib.narcache_nar_parser_free)
+    parser = create(_lib.narcache_nar_parser_new, _lib.narcache_nar_parser_free)
 
-    def fail(rc):
-        raise error_class(rc)(rc, _lib.narcache_nar_parser_errmsg(parser.ptr).decode(
-            errors="replace"), _lib.narcache_nar_parser_erroffset(parser.ptr))
+    def checked(rc):
+        return check_object(rc, parser.ptr, _lib.narcache_nar_parser_errmsg,
+                            _lib.narcache_nar_parser_erroffset)
 
     try:
         ev = _lib.NarEvent(version=_lib.NAR_EVENT_VERSION)
         for chunk in _chunks(source):
             inbuf = _lib.in_buffer(chunk)
-            while True:
-                rc = _lib.narcache_nar_parser_next(parser.use(), ctypes.byref(inbuf),
-                                                   ctypes.byref(ev))
-                if rc < 0:
-                    fail(rc)
-                if rc == 0:
-                    break
+            while checked(_lib.narcache_nar_parser_next(parser.use(), ctypes.byref(inbuf),
+                                                        ctypes.byref(ev))):
                 yield _event(ev)
-        rc = _lib.narcache_nar_parser_finish(parser.use())
-        if rc < 0:
-            fail(rc)
+        checked(_lib.narcache_nar_parser_finish(parser.use()))
     finally:
         parser.release()
 
@@ -178,15 +169,10 @@ def restore(source: Source, dest) -> None:
     built under a hidden name and renamed into place only when the whole
     archive was good; on any error nothing is left behind. Symlinks in the
     archive are created, never followed."""
-    out = ctypes.c_void_p()
-    check(_lib.narcache_nar_restorer_new(ctypes.byref(out)))
-    restorer = Handle(out.value, _lib.narcache_nar_restorer_free)
+    restorer = create(_lib.narcache_nar_restorer_new, _lib.narcache_nar_restorer_free)
 
     def checked(rc):
-        if rc < 0:
-            raise error_class(rc)(rc, _lib.narcache_nar_restorer_errmsg(restorer.ptr).decode(
-                errors="replace"))
-        return rc
+        return check_object(rc, restorer.ptr, _lib.narcache_nar_restorer_errmsg)
 
     try:
         ptr = restorer.use()
@@ -217,15 +203,11 @@ def listing(source) -> dict:
 
 
 def _listing_of_path(path) -> bytes:
-    out = ctypes.c_void_p()
-    check(_lib.narcache_nar_dumper_new(ctypes.byref(out)))
-    dumper = Handle(out.value, _lib.narcache_nar_dumper_free)
+    dumper = create(_lib.narcache_nar_dumper_new, _lib.narcache_nar_dumper_free)
     try:
         ptr = dumper.use()
-        rc = _lib.narcache_nar_dumper_open(ptr, _lib.AT_FDCWD, _path_bytes(path))
-        if rc < 0:
-            raise error_class(rc)(rc, _lib.narcache_nar_dumper_errmsg(ptr).decode(
-                errors="replace"))
+        check_object(_lib.narcache_nar_dumper_open(ptr, _lib.AT_FDCWD, _path_bytes(path)), ptr,
+                     _lib.narcache_nar_dumper_errmsg)
         text, n = ctypes.c_void_p(), ctypes.c_size_t(0)
         check(_lib.narcache_nar_dumper_listing(ctypes.byref(text), ctypes.byref(n), ptr))
         return _lib.take_string(text.value, n.value)
@@ -234,15 +216,11 @@ def _listing_of_path(path) -> bytes:
 
 
 def _listing_of_nar(source) -> bytes:
-    out = ctypes.c_void_p()
-    check(_lib.narcache_nar_lister_new(ctypes.byref(out)))
-    lister = Handle(out.value, _lib.narcache_nar_lister_free)
+    lister = create(_lib.narcache_nar_lister_new, _lib.narcache_nar_lister_free)
 
     def checked(rc):
-        if rc < 0:
-            raise error_class(rc)(rc, _lib.narcache_nar_lister_errmsg(lister.ptr).decode(
-                errors="replace"), _lib.narcache_nar_lister_erroffset(lister.ptr))
-        return rc
+        return check_object(rc, lister.ptr, _lib.narcache_nar_lister_errmsg,
+                            _lib.narcache_nar_lister_erroffset)
 
     try:
         ptr = lister.use()

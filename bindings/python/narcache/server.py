@@ -55,19 +55,31 @@ def _default_log(record: LogRecord):
                 record.message, " " + fields if fields else "")
 
 
-class _Running:
-    """What the loop thread uses: the C server, its hook trampolines and
-    the Python hooks. It never refers to the Server object, so dropping
-    the last reference to a Server stops it even while it runs."""
+class _UserHooks:
+    """The Python hooks. Owned by the Server; the loop thread sees them
+    only through a weak reference, so that a hook referring to its own
+    Server (a cycle) does not keep an unreachable server running."""
+    __slots__ = ("log", "access", "authorize", "__weakref__")
 
     def __init__(self, log, access, authorize):
+        self.log, self.access, self.authorize = log or _default_log, access, authorize
+
+
+class _Running:
+    """What the loop thread uses: the C server and its hook trampolines.
+    It refers neither to the Server object nor (strongly) to the Python
+    hooks, so dropping the last reference to a Server stops it even while
+    it runs."""
+
+    def __init__(self, user_hooks):
         self.handle = None
         self.error = None
         self.error_lock = threading.Lock()
         self.healthy = threading.Event()
         self.done = threading.Event()
         self.status = ""
-        self.user = (log or _default_log, access, authorize)
+        self.user = weakref.ref(user_hooks)
+        access, authorize = user_hooks.access, user_hooks.authorize
         # The C trampolines must live as long as the C server may call
         # them: this object is what the loop thread holds on to.
         self.trampolines = (
@@ -100,14 +112,20 @@ class _Running:
         try:
             r = record_ptr.contents
             fields = {_text(r.fields[i].key): _text(r.fields[i].value) for i in range(r.n_fields)}
-            self.user[0](LogRecord(r.level, _text(r.event), _text(r.message), fields))
+            hooks = self.user()
+            if hooks is None:  # the Server is gone; the loop is winding down
+                return
+            hooks.log(LogRecord(r.level, _text(r.event), _text(r.message), fields))
         except BaseException as e:  # noqa: B902 -- re-raised by stop()
             self.fail(e)
 
     def _on_access(self, _userdata, record_ptr):
         try:
             r = record_ptr.contents
-            self.user[1](AccessRecord(_text(r.method), _text(r.target), _text(r.route), r.status,
+            hooks = self.user()
+            if hooks is None:
+                return
+            hooks.access(AccessRecord(_text(r.method), _text(r.target), _text(r.route), r.status,
                                       r.body_bytes, r.duration_us, _text(r.peer),
                                       bool(r.aborted)))
         except BaseException as e:  # noqa: B902
@@ -119,7 +137,10 @@ class _Running:
             credential = (None if not r.credential else
                           ctypes.string_at(r.credential, r.credential_len).decode(
                               errors="replace"))
-            scope = self.user[2](AuthRequest(_text(r.method), _text(r.target), r.kind,
+            hooks = self.user()
+            if hooks is None:
+                return 0
+            scope = hooks.authorize(AuthRequest(_text(r.method), _text(r.target), r.kind,
                                              credential, _text(r.peer)))
             if scope in (0, 1, 2):
                 return int(scope)
@@ -204,7 +225,8 @@ class Server:
         self._listen = list(listen)
         if not self._listen:
             raise ValueError("a server needs at least one address to listen on")
-        self._running = _Running(log, access, authorize)
+        self._hooks = _UserHooks(log, access, authorize)
+        self._running = _Running(self._hooks)
         self._thread = None
         self._addresses = []
         self._port = 0

@@ -4,7 +4,6 @@ and object lifetimes: a server dropped while running, stores and keys
 dropped before the server, reference cycles."""
 import gc
 import http.client
-import os
 import shutil
 import threading
 import time
@@ -220,17 +219,21 @@ def test_store_and_keys_dropped_before_the_server_stay_alive(tmp_path):
 def test_reference_cycles_are_collected_in_any_order():
     """A hook that refers to its own server makes a cycle; the collector
     then finalizes server, store and keys in no particular order."""
-    for _ in range(20):
+    def start_in_a_cycle():
         key = narcache.SecretKey.generate("cycle-1")
         store = narcache.DirStore(CACHE)
         box = {}
-        server = narcache.Server(store, keys=[key], log=lambda r: box.get("server"))
+        server = narcache.Server(store, keys=[key], log=lambda r: box["server"].port)
         box["server"] = server
         server.start()
-        port = server.port
-        thread = server._thread
-        del server, store, key, box
+        assert get(server.url + "/nix-cache-info")[0] == 200
+        return server.port, server._thread, weakref.ref(server)
+
+    for _ in range(20):
+        port, thread, server = start_in_a_cycle()
+        assert server() is not None  # only the cycle holds it now
         gc.collect()
+        assert server() is None
         thread.join(15)
         assert not thread.is_alive() and refused(port)
     gc.collect()
