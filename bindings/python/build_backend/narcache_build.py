@@ -34,7 +34,7 @@ def _package_files():
     """(archive name, path) of every module, sorted (reproducible)."""
     base = os.path.join(ROOT, NAME)
     return sorted(("%s/%s" % (NAME, f), os.path.join(base, f))
-                  for f in os.listdir(base) if f.endswith(".py"))
+                  for f in os.listdir(base) if f.endswith(".py") or f == "py.typed")
 
 
 def _record_line(name, data):

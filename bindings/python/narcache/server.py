@@ -287,12 +287,15 @@ class Server:
     def stop(self, timeout: Optional[float] = 30, raise_hook_errors: bool = True) -> None:
         """Stop gracefully (responses in flight finish) and wait for the
         thread. Raises TimeoutError if it has not ended within `timeout`
-        seconds, and then the first exception a hook raised, if any."""
+        seconds, and then the first exception a hook raised, if any. From
+        a hook (on the server's thread) it only asks for the stop."""
         handle = self._running.handle
         if handle is None:
             return
         if handle.ptr is not None and not self._running.done.is_set():
             _lib.narcache_server_stop(handle.ptr)
+        if threading.current_thread() is self._thread:
+            return  # called from a hook: the loop ends after it returns
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():

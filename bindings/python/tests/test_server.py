@@ -264,3 +264,18 @@ def test_the_interpreter_exits_cleanly_with_servers_still_running(tmp_path):
                             timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "served\n" and "Exception" not in result.stderr
+
+
+def test_stop_from_a_hook_asks_and_returns():
+    box = {}
+
+    def access(record):
+        box["server"].stop()  # on the loop thread: must not wait for itself
+
+    server = narcache.Server(CACHE, access=access)
+    box["server"] = server
+    server.start()
+    assert get(server.url + "/nix-cache-info")[0] == 200
+    assert server.wait(10)
+    server.stop()
+    assert not server.running
