@@ -427,6 +427,7 @@ static void finish_request(srv_conn *c) {
   c->status = 0;
   c->body_sent = 0;
   c->aborted = 0;
+  c->head_only = 0; /* a refused request after a HEAD gets its body */
   c->method[0] = '\0';
   narcache__free(c->x);
   c->x = NULL;

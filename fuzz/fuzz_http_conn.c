@@ -1,0 +1,567 @@
+/* The server's HTTP connection state machine (server_conn.c) on raw byte
+ * streams: one connection per input, driven from this thread.
+ *
+ * The connection is the server end of an AF_UNIX socketpair (an in-kernel
+ * byte stream: no listener, no network) handed to narcache__srv_conn_start;
+ * the harness is the client on the other end and turns the server's libuv
+ * loop itself (UV_RUN_NOWAIT), so store tasks, blocked writes, pipelining
+ * and closes all run through the real code paths over an in-memory store.
+ *
+ * Input layout: 4 header bytes, then the client's bytes.
+ *   [0] bits 0-1, how the client ends: 0 half-close (shutdown SHUT_WR)
+ *       after everything was sent, reading all; 1 the same but reading only
+ *       a few bytes per turn (the server's writes block and resume);
+ *       2 close the socket once everything was sent (responses in flight
+ *       are cut off); 3 close after sending a prefix (header [2] picks it).
+ *       bits 2-7 and [1]: the write-chunk pattern (sizes 1..256, varying).
+ *   [2] prefix length for mode 3 (a fraction of the input), read size for
+ *       mode 1.
+ *   [3] seed of the chunk sizes.
+ * The store holds a nix-cache-info, a narinfo and listing, a 70 KiB NAR
+ * behind a file descriptor (sendfile/splice path), a 5 KiB NAR in memory,
+ * a NAR whose reader fails after its first bytes (a response cut short), a
+ * log, an object that is "unavailable" (503) and one that fails (500).
+ * Uploads are accepted into memory with the token below.
+ *
+ * Checked against the access records the server reports (one per request,
+ * in order): the bytes on the wire parse as HTTP/1.1 responses, one final
+ * response per record (after optional 100 Continue) with the record's
+ * status, every final response has exactly one Content-Length, its body has
+ * that length (none after HEAD or for 304) and equals the object (200) or
+ * the Content-Range slice of it (206); body_bytes matches; a response cut
+ * short (aborted) can only be the last thing sent; nothing follows
+ * "Connection: close"; no bytes without a record. When the client neither
+ * closed early nor was flooded, the transcript must be complete. The
+ * connection must close by itself (within 20 s). */
+#define _GNU_SOURCE
+#include <narcache.h>
+
+#include "server_internal.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(cond)                                                          \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
+      fprintf(stderr, "fuzz_http_conn: invariant failed at line %d: %s\n",   \
+              __LINE__, #cond);                                              \
+      abort();                                                               \
+    }                                                                        \
+  } while (0)
+
+#define HEADER 4
+#define CAPTURE_MAX (16u << 20) /* transcript kept for checking */
+#define DEADLINE_NS (20ull * 1000 * 1000 * 1000) /* a connection must end by itself */
+#define MAX_RECORDS 4096
+
+#define HASH_OK "2x2rbnxcyn2hnpphfd0zsvbidgfij8s0"
+#define HASH_UNAVAILABLE "00000000000000000000000000000000"
+#define HASH_FAILING "11111111111111111111111111111111"
+#define TOKEN "fuzz-token-0123456789abcdef"
+
+/* ---- the in-memory store ---------------------------------------------------- */
+
+typedef struct object {
+  int kind;
+  const char *name;
+  const char *path; /* the request path that names it */
+  const uint8_t *data;
+  size_t len;
+  int via_fd;    /* served from a memfd: sendfile/splice */
+  int breaks_at; /* the reader fails after this many bytes (0: never) */
+} object;
+
+static uint8_t big_nar[70 * 1024];
+static uint8_t small_nar[5 * 1024];
+static const char cache_info[] = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
+static const char narinfo_text[] =
+    "StorePath: /nix/store/" HASH_OK "-f1\nURL: nar/big.nar\nCompression: none\n"
+    "NarHash: sha256:0sg9f58l1jj88w6pdrfdpj5x9b1zrwszk84j81zvby36q9whhhqa\nNarSize: 120\n"
+    "References: \n";
+static const char listing[] = "{\"version\":1,\"root\":{\"type\":\"regular\",\"size\":5,"
+                              "\"narOffset\":96}}";
+static const char log_text[] = "building...\ndone\n";
+
+static object objects[] = {
+    {NARCACHE_OBJECT_CACHE_INFO, "", "/nix-cache-info", (const uint8_t *)cache_info,
+     sizeof cache_info - 1, 0, 0},
+    {NARCACHE_OBJECT_NARINFO, HASH_OK, "/" HASH_OK ".narinfo", (const uint8_t *)narinfo_text,
+     sizeof narinfo_text - 1, 0, 0},
+    {NARCACHE_OBJECT_LISTING, HASH_OK, "/" HASH_OK ".ls", (const uint8_t *)listing,
+     sizeof listing - 1, 0, 0},
+    {NARCACHE_OBJECT_NAR, "big.nar", "/nar/big.nar", big_nar, sizeof big_nar, 1, 0},
+    {NARCACHE_OBJECT_NAR, "small.nar.zst", "/nar/small.nar.zst", small_nar, sizeof small_nar, 0,
+     0},
+    /* larger than what the server reads whole before the head (256 KiB):
+     * its reader fails once the body is on its way */
+    {NARCACHE_OBJECT_NAR, "broken.nar", "/nar/broken.nar", NULL, 600 * 1024, 0, 400 * 1024},
+    {NARCACHE_OBJECT_LOG, HASH_OK "-f1.drv", "/log/" HASH_OK "-f1.drv",
+     (const uint8_t *)log_text, sizeof log_text - 1, 0, 0},
+};
+#define N_OBJECTS (sizeof objects / sizeof objects[0])
+
+static int big_nar_fd = -1;
+
+static const object *find_object(int kind, const char *name, size_t len) {
+  for (size_t i = 0; i < N_OBJECTS; i++)
+    if (objects[i].kind == kind && strlen(objects[i].name) == len &&
+        memcmp(objects[i].name, name, len) == 0)
+      return &objects[i];
+  return NULL;
+}
+
+static const object *object_at_path(const char *path, size_t len) {
+  for (size_t i = 0; i < N_OBJECTS; i++)
+    if (strlen(objects[i].path) == len && memcmp(objects[i].path, path, len) == 0)
+      return &objects[i];
+  return NULL;
+}
+
+typedef struct breaking_reader {
+  const object *o;
+} breaking_reader;
+
+/* Bytes made up from their offset (the object has no `data`). */
+static uint8_t generated_byte(uint64_t offset) { return (uint8_t)(offset * 2654435761u >> 13); }
+
+static int breaking_read(void *ctx, uint64_t offset, void *buf, size_t len, size_t *got) {
+  const object *o = ((breaking_reader *)ctx)->o;
+  if (offset >= (uint64_t)o->breaks_at)
+    return NARCACHE_EIO;
+  size_t n = (size_t)o->breaks_at - (size_t)offset;
+  n = n < len ? n : len;
+  for (size_t i = 0; i < n; i++)
+    ((uint8_t *)buf)[i] = generated_byte(offset + i);
+  *got = n;
+  return 0;
+}
+
+static void breaking_close(void *ctx) { free(ctx); }
+
+static int mem_open(void *ctx, int kind, const char *name, size_t len, narcache_reader *out) {
+  (void)ctx;
+  if (kind == NARCACHE_OBJECT_NARINFO && len == 32 && memcmp(name, HASH_UNAVAILABLE, 32) == 0)
+    return NARCACHE_EUNAVAIL;
+  if (kind == NARCACHE_OBJECT_NARINFO && len == 32 && memcmp(name, HASH_FAILING, 32) == 0)
+    return NARCACHE_EIO;
+  const object *o = find_object(kind, name, len);
+  if (o == NULL)
+    return NARCACHE_ENOTFOUND;
+  if (o->via_fd) {
+    int fd = dup(big_nar_fd);
+    if (fd < 0)
+      return NARCACHE_EUNAVAIL;
+    narcache_reader_init_fd(out, fd, 0, o->len);
+    return 0;
+  }
+  if (o->breaks_at) {
+    breaking_reader *b = malloc(sizeof *b);
+    if (b == NULL)
+      return NARCACHE_ENOMEM;
+    b->o = o;
+    out->size = o->len;
+    out->fd = -1;
+    out->read = breaking_read;
+    out->close = breaking_close;
+    out->ctx = b;
+    return 0;
+  }
+  return narcache_reader_init_memory(out, o->data, o->len);
+}
+
+typedef struct mem_upload {
+  uint64_t size, got;
+} mem_upload;
+
+static int mem_upload_begin(void *ctx, int kind, const char *name, size_t len, uint64_t size,
+                            void **upload) {
+  (void)ctx, (void)kind, (void)name, (void)len;
+  mem_upload *u = calloc(1, sizeof *u);
+  if (u == NULL)
+    return NARCACHE_ENOMEM;
+  u->size = size;
+  *upload = u;
+  return 0;
+}
+
+static int mem_upload_write(void *upload, const void *data, size_t len) {
+  mem_upload *u = upload;
+  (void)data;
+  CHECK(len <= u->size - u->got); /* the server never writes past the size */
+  u->got += len;
+  return 0;
+}
+
+static int mem_upload_commit(void *upload) {
+  mem_upload *u = upload;
+  int complete = u->got == u->size;
+  free(u);
+  CHECK(complete);
+  return 0;
+}
+
+static void mem_upload_abort(void *upload) { free(upload); }
+
+static int mem_probe(void *ctx) {
+  (void)ctx;
+  return 0;
+}
+
+/* ---- the server, made once ----------------------------------------------- */
+
+typedef struct record {
+  char method[16];
+  char target[128];
+  int status;
+  uint64_t body_bytes;
+  int aborted;
+} record;
+
+static record records[MAX_RECORDS];
+static size_t n_records;
+static size_t dropped_records;
+
+static void on_access(void *userdata, const narcache_access_record *r) {
+  (void)userdata;
+  CHECK(r->version == 1 && r->method != NULL && r->target != NULL && r->route != NULL);
+  if (n_records == MAX_RECORDS) {
+    dropped_records++;
+    return;
+  }
+  record *rec = &records[n_records++];
+  snprintf(rec->method, sizeof rec->method, "%s", r->method);
+  snprintf(rec->target, sizeof rec->target, "%s", r->target);
+  rec->status = r->status;
+  rec->body_bytes = r->body_bytes;
+  rec->aborted = r->aborted;
+}
+
+static narcache_server *server;
+static uv_loop_t *loop;
+
+static void fill_pseudo_random(uint8_t *p, size_t n, uint32_t x) {
+  for (size_t i = 0; i < n; i++) {
+    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+    p[i] = (uint8_t)x;
+  }
+}
+
+static void make_server(void) {
+  fill_pseudo_random(big_nar, sizeof big_nar, 0x12345u);
+  fill_pseudo_random(small_nar, sizeof small_nar, 0x6789u);
+  big_nar_fd = memfd_create("fuzz-big-nar", MFD_CLOEXEC);
+  CHECK(big_nar_fd >= 0);
+  CHECK(write(big_nar_fd, big_nar, sizeof big_nar) == (ssize_t)sizeof big_nar);
+
+  static const narcache_store_methods methods = {
+      NARCACHE_STORE_METHODS_VERSION, mem_open,  mem_upload_begin, mem_upload_write,
+      mem_upload_commit,              mem_upload_abort, mem_probe, NULL, NULL};
+  narcache_store *store = NULL;
+  CHECK(narcache_store_new(&store, &methods, NULL) == 0);
+  CHECK(narcache_server_new(&server, NULL, store) == 0);
+  narcache_server_hooks hooks = {0};
+  hooks.version = NARCACHE_SERVER_HOOKS_VERSION;
+  hooks.access = on_access;
+  CHECK(narcache_server_set_hooks(server, &hooks, NULL) == 0);
+  CHECK(narcache_server_set_option(server, NARCACHE_OPT_MAX_UPLOAD_BYTES, 1 << 20) == 0);
+  CHECK(narcache_server_set_option(server, NARCACHE_OPT_PROBE_INTERVAL_MS, 3600000) == 0);
+  static const char tokens_text[] = "fuzz write " TOKEN "\n";
+  narcache_tokens *tokens = NULL;
+  CHECK(narcache_tokens_parse(&tokens, tokens_text, sizeof tokens_text - 1, NULL, 0) == 0);
+  CHECK(narcache_server_set_tokens(server, tokens) == 0);
+  narcache_key *key = NULL;
+  CHECK(narcache_key_generate(&key, "fuzz-1", 6) == 0);
+  CHECK(narcache_server_set_upload_keys(server, NULL, 0, key) == 0);
+  /* start() needs a listener; nothing ever connects to it. */
+  char path[96];
+  snprintf(path, sizeof path, "unix:/tmp/narcache-fuzz-conn-%ld.sock", (long)getpid());
+  CHECK(narcache_server_listen(server, path, 0) == 0);
+  unlink(path + 5);
+  CHECK(narcache_server_start(server) == 0);
+  loop = server->loop;
+  uv_run(loop, UV_RUN_NOWAIT);
+}
+
+/* ---- the client ---------------------------------------------------------- */
+
+typedef struct transcript {
+  uint8_t *p;
+  size_t len, cap;
+  int overflowed;
+} transcript;
+
+static void keep(transcript *t, const uint8_t *p, size_t n) {
+  if (t->overflowed || t->len + n > CAPTURE_MAX) {
+    t->overflowed = 1;
+    return;
+  }
+  if (t->len + n > t->cap) {
+    size_t cap = t->cap ? t->cap : 65536;
+    while (cap < t->len + n)
+      cap *= 2;
+    uint8_t *grown = realloc(t->p, cap);
+    CHECK(grown != NULL);
+    t->p = grown;
+    t->cap = cap;
+  }
+  memcpy(t->p + t->len, p, n);
+  t->len += n;
+}
+
+typedef struct chunker {
+  uint32_t x;
+  unsigned base;
+} chunker;
+
+static size_t next_chunk(chunker *c, size_t left) {
+  c->x ^= c->x << 13, c->x ^= c->x >> 17, c->x ^= c->x << 5;
+  size_t n = 1 + (c->base + (c->x & 0xff)) % 256;
+  if (c->base == 0)
+    n = 1; /* byte by byte */
+  return n < left ? n : left;
+}
+
+/* Read what is there; returns -1 at EOF or error, else bytes read. */
+static ssize_t drain(int fd, transcript *t, size_t at_most) {
+  uint8_t buf[65536];
+  size_t total = 0;
+  while (total < at_most) {
+    size_t want = at_most - total < sizeof buf ? at_most - total : sizeof buf;
+    ssize_t n = recv(fd, buf, want, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break;
+    if (n <= 0)
+      return total > 0 ? (ssize_t)total : -1;
+    keep(t, buf, (size_t)n);
+    total += (size_t)n;
+  }
+  return (ssize_t)total;
+}
+
+/* ---- checking the transcript ---------------------------------------------- */
+
+static const uint8_t *find_crlfcrlf(const uint8_t *p, size_t len) {
+  for (size_t i = 0; i + 4 <= len; i++)
+    if (memcmp(p + i, "\r\n\r\n", 4) == 0)
+      return p + i;
+  return NULL;
+}
+
+/* Value of header `name` (case-insensitive) in [head, end); count found. */
+static const char *header_value(const uint8_t *head, const uint8_t *end, const char *name,
+                                size_t *value_len, int *count) {
+  const char *found = NULL;
+  size_t nlen = strlen(name);
+  *count = 0;
+  const uint8_t *line = head;
+  while (line < end) {
+    const uint8_t *eol = memchr(line, '\r', (size_t)(end - line));
+    if (eol == NULL)
+      eol = end;
+    if ((size_t)(eol - line) > nlen + 1 && strncasecmp((const char *)line, name, nlen) == 0 &&
+        line[nlen] == ':') {
+      const uint8_t *v = line + nlen + 1;
+      while (v < eol && *v == ' ')
+        v++;
+      found = (const char *)v;
+      *value_len = (size_t)(eol - v);
+      (*count)++;
+    }
+    line = eol + 2;
+  }
+  return found;
+}
+
+static uint64_t parse_u64(const char *s, size_t len, int *ok) {
+  uint64_t v = 0;
+  *ok = len > 0 && len <= 19;
+  for (size_t i = 0; *ok && i < len; i++) {
+    if (s[i] < '0' || s[i] > '9')
+      *ok = 0;
+    else
+      v = v * 10 + (uint64_t)(s[i] - '0');
+  }
+  return v;
+}
+
+/* The body of a 200 or 206 answer to GET `target` must be the object (or
+ * its Content-Range slice). Targets with a query or escapes are skipped. */
+static void check_content(const record *r, const uint8_t *head, const uint8_t *head_end,
+                          const uint8_t *body, uint64_t body_len) {
+  if (strcmp(r->method, "GET") != 0)
+    return;
+  const object *o = object_at_path(r->target, strlen(r->target));
+  if (o == NULL || o->data == NULL)
+    return;
+  if (r->status == 200) {
+    CHECK(body_len == o->len && memcmp(body, o->data, o->len) == 0);
+  } else if (r->status == 206) {
+    size_t vlen = 0;
+    int count = 0;
+    const char *v = header_value(head, head_end, "Content-Range", &vlen, &count);
+    CHECK(count == 1 && vlen > 6 && memcmp(v, "bytes ", 6) == 0);
+    const char *dash = memchr(v, '-', vlen), *slash = memchr(v, '/', vlen);
+    CHECK(dash != NULL && slash != NULL && dash < slash);
+    int ok1, ok2, ok3;
+    uint64_t first = parse_u64(v + 6, (size_t)(dash - v - 6), &ok1);
+    uint64_t last = parse_u64(dash + 1, (size_t)(slash - dash - 1), &ok2);
+    uint64_t total = parse_u64(slash + 1, (size_t)(v + vlen - slash - 1), &ok3);
+    CHECK(ok1 && ok2 && ok3 && first <= last && last < total && total == o->len);
+    CHECK(body_len == last - first + 1 && memcmp(body, o->data + first, body_len) == 0);
+  }
+}
+
+/* Walk the responses; `complete` demands that every record was answered
+ * in full and nothing else was sent. */
+static void check_transcript(const transcript *t, int complete) {
+  static const uint8_t nothing[1];
+  const uint8_t *p = t->len ? t->p : nothing, *end = p + t->len;
+  size_t i = 0;
+  int closed = 0;
+  for (; i < n_records && p < end; i++) {
+    const record *r = &records[i];
+    CHECK(!closed); /* bytes after Connection: close */
+    /* interim 100 Continue answers to uploads */
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    while ((size_t)(end - p) >= sizeof cont - 1 && memcmp(p, cont, sizeof cont - 1) == 0) {
+      CHECK(strcmp(r->method, "PUT") == 0);
+      p += sizeof cont - 1;
+    }
+    if (p == end)
+      break;
+    const uint8_t *head_end = find_crlfcrlf(p, (size_t)(end - p));
+    if (head_end == NULL) { /* a head cut short: only at the very end */
+      CHECK(!complete || r->status == 0);
+      p = end;
+      break;
+    }
+    CHECK(head_end - p >= 15 && memcmp(p, "HTTP/1.1 ", 9) == 0 && p[12] == ' ');
+    int status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+    CHECK(status == r->status && status >= 200 && status <= 599);
+    size_t vlen = 0;
+    int count = 0;
+    const char *v = header_value(p, head_end, "Content-Length", &vlen, &count);
+    CHECK(count == 1);
+    int ok = 0;
+    uint64_t length = parse_u64(v, vlen, &ok);
+    CHECK(ok);
+    int conn_count = 0;
+    size_t clen = 0;
+    const char *conn = header_value(p, head_end, "Connection", &clen, &conn_count);
+    closed = conn != NULL && clen == 5 && strncasecmp(conn, "close", 5) == 0;
+    uint64_t body_len = strcmp(r->method, "HEAD") == 0 || status == 304 ? 0 : length;
+    const uint8_t *body = head_end + 4;
+    uint64_t have = (uint64_t)(end - body);
+    if (getenv("NARCACHE_FUZZ_VERBOSE") != NULL)
+      fprintf(stderr, "response %zu: %s %s status %d length %llu body %llu have %llu%s\n", i,
+              r->method, r->target, status, (unsigned long long)length,
+              (unsigned long long)body_len, (unsigned long long)have,
+              r->aborted ? " aborted" : "");
+    if (have < body_len || r->aborted) {
+      /* cut short: the last thing on the wire, and reported as aborted */
+      CHECK(!complete || r->aborted);
+      CHECK(have <= body_len);
+      CHECK(r->body_bytes <= body_len);
+      p = end;
+      i++;
+      break;
+    }
+    CHECK(r->body_bytes == body_len);
+    check_content(r, p, head_end, body, body_len);
+    p = body + body_len;
+  }
+  if (complete) {
+    CHECK(p == end); /* no bytes without a record */
+    for (; i < n_records; i++) /* no head reached the client */
+      CHECK(records[i].status == 0 || records[i].aborted);
+  }
+}
+
+/* ---- the target ------------------------------------------------------------- */
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (size < HEADER)
+    return 0;
+  if (server == NULL)
+    make_server();
+  n_records = dropped_records = 0;
+  int mode = data[0] & 3;
+  chunker ch = {0x9e3779b9u ^ data[3], (unsigned)(data[0] >> 2) + data[1]};
+  const uint8_t *in = data + HEADER;
+  size_t in_len = size - HEADER;
+  size_t to_send = mode == 3 ? in_len * data[2] / 256 : in_len;
+  size_t read_size = mode == 1 ? 512 + data[2] * 256u : SIZE_MAX;
+
+  int sv[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
+  CHECK(narcache__srv_conn_start(server, sv[0], "fuzz") == 0);
+  int client = sv[1];
+  int writing = 1, client_closed = 0, server_gone = 0;
+  size_t sent = 0;
+  transcript t = {0};
+  uint64_t started = uv_hrtime();
+  for (;;) {
+    CHECK(uv_hrtime() - started < DEADLINE_NS); /* the connection must end by itself */
+    int progress = 0;
+    if (writing && sent < to_send) {
+      size_t n = next_chunk(&ch, to_send - sent);
+      ssize_t w = send(client, in + sent, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w > 0) {
+        sent += (size_t)w;
+        progress = 1;
+      } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        writing = 0; /* the server closed its end */
+      }
+    }
+    if (writing && sent == to_send) {
+      writing = 0;
+      if (mode >= 2) {
+        close(client);
+        client_closed = 1;
+      } else {
+        shutdown(client, SHUT_WR);
+      }
+    }
+    uv_run(loop, UV_RUN_NOWAIT);
+    if (!client_closed && !server_gone) {
+      ssize_t got = drain(client, &t, read_size);
+      if (got < 0)
+        server_gone = 1;
+      else if (got > 0)
+        progress = 1;
+    }
+    if (server->n_conns == 0 && server->work_in_flight == 0 && (client_closed || server_gone))
+      break;
+    if (!progress) {
+      struct pollfd fds[2] = {{uv_backend_fd(loop), POLLIN, 0}, {client, 0, 0}};
+      if (!client_closed && !server_gone)
+        fds[1].events = POLLIN | (writing ? POLLOUT : 0);
+      poll(fds, client_closed || server_gone ? 1 : 2, 2);
+    }
+  }
+  if (!client_closed)
+    close(client);
+  CHECK(dropped_records == 0 || t.overflowed || n_records == MAX_RECORDS);
+  check_transcript(&t, mode <= 1 && !t.overflowed && dropped_records == 0);
+  if (getenv("NARCACHE_FUZZ_VERBOSE") != NULL) {
+    fprintf(stderr, "mode %d: sent %zu of %zu bytes, %zu responses, %zu bytes back:", mode, sent,
+            in_len, n_records, t.len);
+    for (size_t i = 0; i < n_records; i++)
+      fprintf(stderr, " %s%s=%d%s", records[i].method, records[i].target, records[i].status,
+              records[i].aborted ? "(aborted)" : "");
+    fprintf(stderr, "\n");
+  }
+  free(t.p);
+  return 0;
+}
