@@ -414,6 +414,19 @@ static void test_refusals(void **state) {
       {"GET /nar/../nix-cache-info HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 404},
       {"GET /" REF_HASH ".narinfo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nab", 400},
   };
+  /* A refused request right after a HEAD on the same connection gets its
+   * body: the HEAD's "no body" must not carry over (found by fuzzing). */
+  response two[2];
+  const int head_only[2] = {1, 0};
+  char *piped = exchange(run.port,
+                         "HEAD /nix-cache-info HTTP/1.1\r\nHost: t\r\n\r\n"
+                         "HEAD\xff /x HTTP/1.1\r\nHost: t\r\n\r\n",
+                         two, 2, head_only);
+  assert_int_equal(two[0].status, 200);
+  assert_int_equal(two[1].status, 400);
+  assert_int_equal(two[1].body_len, (size_t)atoi(field(&two[1], "Content-Length")));
+  assert_true(two[1].body_len > 0);
+  free(piped);
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     response r;
     char *buf = exchange(run.port, cases[i].raw, &r, 1, NULL);
