@@ -539,13 +539,15 @@ static int walk(narcache_nar_dumper *d, int root_dirfd, const char *path) {
     n->end = i + 1;
     if ((rc = stat_node(d, i, dirfd(lv->dir), name, pre)) < 0 || (rc = place_node(d, i)) < 0)
       break;
-    if (d->nodes[i].type != NODE_DIR)
-      continue;
+    /* Every node, not only directories: the parser and the writer refuse
+     * a file or symlink at depth == limit too. */
     if (depth >= d->limits.depth) {
       rc = fail(d, NARCACHE_ELIMIT, 0, i, "nested deeper than the limit of %llu",
                 (unsigned long long)d->limits.depth);
       break;
     }
+    if (d->nodes[i].type != NODE_DIR)
+      continue;
     if (depth == cap) {
       size_t bigger = cap * 2;
       walk_level *grown = narcache__realloc(stack, bigger * sizeof *stack);

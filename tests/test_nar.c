@@ -555,6 +555,35 @@ static void test_dumper_refuses_special_files(void **state) {
   free(tmp);
 }
 
+/* The depth limit counts every node, as the parser's: with limit 2 a file
+ * at depth 2 (root/d/f) is refused, a file at depth 1 is not; the
+ * parser with the same limit refuses what the dumper refuses (found by
+ * fuzz_nar_dump: files and symlinks were not counted). */
+static void test_dumper_depth_limit_counts_files(void **state) {
+  (void)state;
+  char *tmp = make_temp_dir(), *sub = NULL, *file = NULL, *link = NULL;
+  assert_true(asprintf(&sub, "%s/d", tmp) > 0 && asprintf(&file, "%s/d/f", tmp) > 0 &&
+              asprintf(&link, "%s/l", tmp) > 0);
+  assert_int_equal(mkdir(sub, 0755), 0);
+  assert_int_equal(symlink("target", link), 0);
+  FILE *f = fopen(file, "w");
+  assert_non_null(f);
+  fclose(f);
+  for (uint64_t limit = 1; limit <= 3; limit++) {
+    narcache_nar_dumper *d = NULL;
+    assert_int_equal(narcache_nar_dumper_new(&d), 0);
+    assert_int_equal(narcache_nar_dumper_set_limit(d, NARCACHE_NAR_LIMIT_DEPTH, limit), 0);
+    int rc = narcache_nar_dumper_open(d, NARCACHE_AT_FDCWD, tmp);
+    assert_int_equal(rc, limit <= 2 ? NARCACHE_ELIMIT : 0);
+    narcache_nar_dumper_free(d);
+  }
+  remove_temp_dir(tmp);
+  free(sub);
+  free(file);
+  free(link);
+  free(tmp);
+}
+
 static int count_open_fds(void) {
   DIR *d = opendir("/proc/self/fd");
   assert_non_null(d);
@@ -648,6 +677,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_writer_refuses_misuse),
       cmocka_unit_test(test_writer_spec_example),
       cmocka_unit_test(test_dumper_refuses_special_files),
+      cmocka_unit_test(test_dumper_depth_limit_counts_files),
       cmocka_unit_test(test_dumper_detects_changes),
       cmocka_unit_test(test_dumper_read_then_next),
   };
