@@ -7,7 +7,9 @@ pipelining, chunked bodies, Connection: close, bad requests). Each seed is
 written as fuzz/corpus/http_conn/<sha1> with the 4-byte harness header
 (see fuzz_http_conn.c) in several client modes.
 
-Usage: http_conn.py OUTDIR [--no-capture]   (capture needs nix-bin, root)
+Usage: http_conn.py OUTDIR [--no-capture] [--raw-to DIR]
+  (capture needs nix-bin, root). --raw-to also writes every stream without
+  the header into DIR: the seeds of fuzz_http_request.
 """
 import hashlib
 import http.server
@@ -164,6 +166,13 @@ def main():
                 f.write(data)
             written += 1
     print("%d seeds (%d streams) in %s" % (written, len(streams), out))
+    if "--raw-to" in sys.argv:
+        raw = sys.argv[sys.argv.index("--raw-to") + 1]
+        os.makedirs(raw, exist_ok=True)
+        for stream in streams:
+            with open(os.path.join(raw, hashlib.sha1(stream).hexdigest()), "wb") as f:
+                f.write(stream)
+        print("%d raw streams in %s" % (len(streams), raw))
 
 
 if __name__ == "__main__":
