@@ -21,7 +21,8 @@
  * behind a file descriptor (sendfile/splice path), a 5 KiB NAR in memory,
  * a NAR whose reader fails after its first bytes (a response cut short), a
  * log, an object that is "unavailable" (503) and one that fails (500).
- * Uploads are accepted into memory with the token below.
+ * Uploads are taken into memory with the token below and can be read back
+ * (a narinfo upload needs its NAR there) until the next input.
  *
  * Checked against the access records the server reports (one per request,
  * in order): the bytes on the wire parse as HTTP/1.1 responses, one final
@@ -40,6 +41,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,8 +149,50 @@ static int breaking_read(void *ctx, uint64_t offset, void *buf, size_t len, size
 
 static void breaking_close(void *ctx) { free(ctx); }
 
+/* Objects uploaded during the current input (a narinfo upload is only
+ * taken when its NAR is there, so the store must keep them); dropped
+ * before the next input. Store calls run on pool threads: locked. */
+typedef struct stored {
+  int kind;
+  char name[256];
+  size_t name_len;
+  uint8_t *data;
+  size_t len;
+} stored;
+
+#define MAX_STORED 32
+static stored uploaded[MAX_STORED];
+static size_t n_uploaded;
+static pthread_mutex_t uploaded_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void forget_uploads(void) {
+  pthread_mutex_lock(&uploaded_lock);
+  for (size_t i = 0; i < n_uploaded; i++)
+    free(uploaded[i].data);
+  n_uploaded = 0;
+  pthread_mutex_unlock(&uploaded_lock);
+}
+
+/* 1 with the reader filled from an uploaded copy, 0 if none, or an error. */
+static int open_uploaded(int kind, const char *name, size_t len, narcache_reader *out) {
+  int rc = 0;
+  pthread_mutex_lock(&uploaded_lock);
+  for (size_t i = n_uploaded; i-- > 0;) /* the newest copy wins */
+    if (uploaded[i].kind == kind && uploaded[i].name_len == len &&
+        memcmp(uploaded[i].name, name, len) == 0) {
+      rc = narcache_reader_init_memory(out, uploaded[i].data, uploaded[i].len);
+      rc = rc < 0 ? rc : 1;
+      break;
+    }
+  pthread_mutex_unlock(&uploaded_lock);
+  return rc;
+}
+
 static int mem_open(void *ctx, int kind, const char *name, size_t len, narcache_reader *out) {
   (void)ctx;
+  int found = open_uploaded(kind, name, len, out);
+  if (found != 0)
+    return found < 0 ? found : 0;
   if (kind == NARCACHE_OBJECT_NARINFO && len == 32 && memcmp(name, HASH_UNAVAILABLE, 32) == 0)
     return NARCACHE_EUNAVAIL;
   if (kind == NARCACHE_OBJECT_NARINFO && len == 32 && memcmp(name, HASH_FAILING, 32) == 0)
@@ -179,15 +223,22 @@ static int mem_open(void *ctx, int kind, const char *name, size_t len, narcache_
 }
 
 typedef struct mem_upload {
-  uint64_t size, got;
+  stored object;
+  uint64_t size;
 } mem_upload;
 
 static int mem_upload_begin(void *ctx, int kind, const char *name, size_t len, uint64_t size,
                             void **upload) {
-  (void)ctx, (void)kind, (void)name, (void)len;
+  (void)ctx;
+  CHECK(len < sizeof ((stored *)0)->name && size <= (1u << 20)); /* checked by the server */
   mem_upload *u = calloc(1, sizeof *u);
-  if (u == NULL)
+  if (u == NULL || (u->object.data = malloc(size ? size : 1)) == NULL) {
+    free(u);
     return NARCACHE_ENOMEM;
+  }
+  u->object.kind = kind;
+  memcpy(u->object.name, name, len);
+  u->object.name_len = len;
   u->size = size;
   *upload = u;
   return 0;
@@ -195,21 +246,33 @@ static int mem_upload_begin(void *ctx, int kind, const char *name, size_t len, u
 
 static int mem_upload_write(void *upload, const void *data, size_t len) {
   mem_upload *u = upload;
-  (void)data;
-  CHECK(len <= u->size - u->got); /* the server never writes past the size */
-  u->got += len;
+  CHECK(len <= u->size - u->object.len); /* the server never writes past the size */
+  memcpy(u->object.data + u->object.len, data, len);
+  u->object.len += len;
   return 0;
 }
 
 static int mem_upload_commit(void *upload) {
   mem_upload *u = upload;
-  int complete = u->got == u->size;
+  CHECK(u->object.len == u->size); /* only complete bodies are committed */
+  int rc = NARCACHE_EUNAVAIL;
+  pthread_mutex_lock(&uploaded_lock);
+  if (n_uploaded < MAX_STORED) {
+    uploaded[n_uploaded++] = u->object;
+    u->object.data = NULL;
+    rc = 0;
+  }
+  pthread_mutex_unlock(&uploaded_lock);
+  free(u->object.data);
   free(u);
-  CHECK(complete);
-  return 0;
+  return rc;
 }
 
-static void mem_upload_abort(void *upload) { free(upload); }
+static void mem_upload_abort(void *upload) {
+  mem_upload *u = upload;
+  free(u->object.data);
+  free(u);
+}
 
 static int mem_probe(void *ctx) {
   (void)ctx;
@@ -495,6 +558,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   if (server == NULL)
     make_server();
+  forget_uploads();
   n_records = dropped_records = 0;
   int mode = data[0] & 3;
   chunker ch = {0x9e3779b9u ^ data[3], (unsigned)(data[0] >> 2) + data[1]};

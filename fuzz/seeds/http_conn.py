@@ -23,6 +23,35 @@ HASH = "2x2rbnxcyn2hnpphfd0zsvbidgfij8s0"
 TOKEN = "fuzz-token-0123456789abcdef"
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def nix32(digest):
+    """Nix's base-32: 5-bit groups from the least significant end."""
+    chars = "0123456789abcdfghijklmnpqrsvwxyz"
+    n = len(digest) * 8 // 5 + (1 if len(digest) * 8 % 5 else 0)
+    value = int.from_bytes(digest, "little")
+    return "".join(chars[(value >> (5 * i)) & 31] for i in reversed(range(n)))
+
+
+def valid_upload():
+    """A NAR Nix made (golden file-hello) and its narinfo, uploaded as the
+    Nix client would with a token; then both read back."""
+    nar = open(os.path.join(ROOT, "tests/data/nar/golden/file-hello.nar"), "rb").read()
+    h = nix32(hashlib.sha256(nar).digest())
+    path_hash = "a33hzacmykblylyvn7v2fc989f55j9rc"  # not in the harness's store yet
+    narinfo = ("StorePath: /nix/store/%s-hello\nURL: nar/%s.nar\nCompression: none\n"
+               "NarHash: sha256:%s\nNarSize: %d\nReferences: \n"
+               % (path_hash, h, h, len(nar))).encode()
+    put = lambda path, body: (
+        "PUT %s HTTP/1.1\r\nHost: cache\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n"
+        % (path, TOKEN, len(body))).encode() + body
+    get = lambda path: ("GET %s HTTP/1.1\r\nHost: cache\r\n\r\n" % path).encode()
+    return [put("/nar/%s.nar" % h, nar) + put("/%s.narinfo" % path_hash, narinfo)
+            + get("/%s.narinfo" % path_hash) + get("/nar/%s.nar" % h),
+            put("/%s.narinfo" % path_hash, narinfo)]  # refused: its NAR is not there
+
+
 def hand_written():
     get = lambda path, extra="": ("GET %s HTTP/1.1\r\nHost: cache\r\n%s\r\n" % (path, extra)).encode()
     head = lambda path: ("HEAD %s HTTP/1.1\r\nHost: cache\r\n\r\n" % path).encode()
@@ -148,7 +177,7 @@ def capture():
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
-    streams = hand_written()
+    streams = hand_written() + valid_upload()
     if "--no-capture" not in sys.argv:
         real = capture()
         assert real, "nix sent no request"
