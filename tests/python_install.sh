@@ -4,7 +4,9 @@
 # fresh venv (offline: the package's build backend needs nothing from
 # PyPI), then `import narcache` from that venv must load the *installed*
 # library through the system loader (LD_LIBRARY_PATH, no NARCACHE_LIBRARY)
-# and `python -m narcache --version` must name it.
+# and `python -m narcache --version` must name it; without LD_LIBRARY_PATH
+# it must still be found through pkg-config (an install ldconfig has not
+# seen yet).
 # Usage: python_install.sh BUILD_DIR BINDING_DIR
 set -euo pipefail
 build=$1
@@ -39,6 +41,15 @@ key = narcache.SecretKey.generate("installed-1")
 assert key.public_key.name == "installed-1"
 print("import narcache from", narcache.__file__, "with", sorted(loaded))
 PYEOF
+# Installed where the loader does not look without ldconfig (as
+# /usr/local/lib right after `cmake --install`): found through pkg-config.
+if [[ -z $(ldconfig -p | grep 'libnarcache\.so\.0 ') ]]; then
+    env -u LD_LIBRARY_PATH PKG_CONFIG_PATH="$libdir/pkgconfig" "$TMP/venv/bin/python" -c '
+import os, sys, narcache
+loaded = {l.split()[-1] for l in open("/proc/self/maps") if "libnarcache.so" in l}
+assert loaded and all(os.path.realpath(p).startswith(sys.argv[1]) for p in loaded), loaded
+print("found through pkg-config:", sorted(loaded))' "$libdir"
+fi
 out=$("$TMP/venv/bin/python" -m narcache --version)
 [[ $out == "narcache 0.1.0 (libnarcache "* ]] || { echo "unexpected --version: $out" >&2; exit 1; }
 echo "$out"

@@ -1,7 +1,8 @@
 """Loading libnarcache and declaring every C function the package calls.
 
 The library is found through $NARCACHE_LIBRARY (a path), then the system
-loader (libnarcache.so.0). Its version must be within what this package
+loader (libnarcache.so.0), then the libdir pkg-config names for narcache
+and /usr/local/lib (an install that ldconfig has not seen yet). Its version must be within what this package
 was written for: same major version, and at least the minor it needs.
 All argtypes/restype declarations live here, so that a call with a wrong
 type fails in Python instead of corrupting memory. Opaque objects travel
@@ -11,6 +12,7 @@ that they can be copied and then released with narcache_free().
 import ctypes
 import ctypes.util
 import os
+import subprocess
 from ctypes import (POINTER, CFUNCTYPE, Structure, c_char_p, c_int, c_int32, c_int64,
                     c_size_t, c_uint, c_uint8, c_uint32, c_uint64, c_void_p)
 
@@ -21,9 +23,35 @@ MIN_MINOR = 1
 _SONAME = "libnarcache.so.0"
 
 
-def _load():
+def _pkg_config_libdir():
+    """The libdir pkg-config knows for narcache: where `cmake --install`
+    put it (/usr/local/lib is not in the loader's cache until ldconfig
+    runs, but /usr/local/lib/pkgconfig is on pkg-config's default path)."""
+    try:
+        out = subprocess.run(["pkg-config", "--variable=libdir", "narcache"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    libdir = out.stdout.strip()
+    return libdir if out.returncode == 0 and libdir else None
+
+
+def _candidates():
     path = os.environ.get("NARCACHE_LIBRARY")
-    candidates = [path] if path else [_SONAME, ctypes.util.find_library("narcache")]
+    if path:
+        yield path
+        return
+    yield _SONAME
+    yield ctypes.util.find_library("narcache")
+    libdir = _pkg_config_libdir()
+    if libdir:
+        yield os.path.join(libdir, _SONAME)
+    for libdir in ("/usr/local/lib", "/usr/local/lib64"):
+        yield os.path.join(libdir, _SONAME)
+
+
+def _load():
+    candidates = _candidates()
     errors = []
     for name in candidates:
         if not name:
