@@ -48,26 +48,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* The current input's directory: a failed check removes it (best effort,
- * without following symlinks) so that replays leave nothing behind. */
-static char tmp[2048];
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *f) {
-  (void)st, (void)flag, (void)f;
-  remove(path);
-  return 0;
-}
-
-#define CHECK(cond)                                                          \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      fprintf(stderr, "fuzz_nar_dump: invariant failed at line %d: %s\n",    \
-              __LINE__, #cond);                                              \
-      if (tmp[0] != '\0')                                                    \
-        nftw(tmp, remove_entry, 16, FTW_DEPTH | FTW_PHYS);                   \
-      abort();                                                               \
-    }                                                                        \
-  } while (0)
+#define FUZZ_NAME "fuzz_nar_dump"
+#include "fuzz_fs.h"
 
 #define HEADER 4
 #define MAX_NODES 64
@@ -205,29 +187,6 @@ static void create(const tree *t, int i, int dirfd, const char *name) {
         create(t, c, fd, t->n[c].name);
     close(fd);
   }
-}
-
-static void remove_tree(int dirfd, const char *name) {
-  struct stat st;
-  CHECK(fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0);
-  if (!S_ISDIR(st.st_mode)) {
-    CHECK(unlinkat(dirfd, name, 0) == 0);
-    return;
-  }
-  int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
-  CHECK(dir != NULL);
-  for (int removed = 1; removed;) {
-    removed = 0;
-    rewinddir(dir);
-    for (struct dirent *e; (e = readdir(dir)) != NULL;)
-      if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
-        remove_tree(fd, e->d_name);
-        removed = 1;
-      }
-  }
-  closedir(dir);
-  CHECK(unlinkat(dirfd, name, AT_REMOVEDIR) == 0);
 }
 
 static int name_cmp(const node *a, const node *b) {
@@ -431,7 +390,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     narcache_nar_dumper_free(d);
   }
 
-  remove_tree(tmpfd, "root");
+  remove_tree(tmpfd, "root", 0);
   close(tmpfd);
   CHECK(rmdir(tmp) == 0);
   tmp[0] = '\0';
