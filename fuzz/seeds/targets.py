@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Seeds of nar_restore, nar_dump, sign_verify and nix32 from real data:
 NARs made by Nix 2.8 (tests/data/nar/golden), the narinfo test keys and
-fingerprints, manifest hashes. Usage: fuzz/seeds/targets.py (writes into
+fingerprints, manifest hashes; and of auth: token files and the
+Authorization values Nix sends (Bearer, and Basic from a netrc). Usage: fuzz/seeds/targets.py (writes into
 fuzz/corpus/<target>/, files named by SHA-1)."""
 import hashlib, os, sys, glob, struct
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -108,3 +109,11 @@ put('nar_dump', hdr(64, 4000, 0x02 | 23 << 2) + longn)             # 255-byte na
 links = b'\x02' + d(b'sentinel', style=2, enter=False) + ln(b'up', b'../sentinel/x', 2) + ln(b'abs', b'/tmp', 2) \
       + ln(b'dot', b'.', 2) + ln(b'loop', b'loop', 2) + ln(b'nul', b'a\x00b', 2)
 put('nar_dump', hdr(12, 222) + links)
+
+# auth: a token file, or an Authorization header value (the harness tries both)
+token = b'6b1f0c0e5d0a4e3c9a7f21d4c8e2b9a1'
+put('auth', b'ci-main write ' + token + b'\nlaptop read 0f9e8d7c6b5a49382716a5b4c3d2e1f0\n')
+put('auth', b'# comment\n\n  a\twrite  0123456789abcdef0123  # x\r\n')   # blanks, tab, CR
+put('auth', b'a write 0123456789abcdef\na read 0123456789abcdef\n')      # duplicate: refused
+put('auth', b'Bearer ' + token)
+put('auth', b'Basic ' + base64.b64encode(b'nix:' + token))                 # netrc password
