@@ -533,6 +533,7 @@ static void peer_closed(load_client *c, ssize_t why) {
   if (c->reused && !c->retried && c->resp.state == RESP_HEAD && c->resp.head_len == 0) {
     c->retried = 1;
     c->retry_pending = 1;
+    stats(c)->retries++;
     uv_timer_stop(&c->timeout);
     c->phase = PHASE_CLOSING;
     uv_close((uv_handle_t *)&c->tcp, handle_closed);

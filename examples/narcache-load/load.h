@@ -71,6 +71,7 @@ typedef struct load_stats {
   uint64_t status[600]; /* responses by status code */
   uint64_t bytes_in;    /* response bytes (heads and bodies) */
   uint64_t bytes_out;   /* request bytes */
+  uint64_t retries;     /* requests resent after a keep-alive connection closed */
   load_hist latency;    /* of requests that succeeded */
 } load_stats;
 

@@ -109,6 +109,7 @@ static void totals(const load_run *run, int hostile, load_stats *sum) {
       sum->status[c] += s->status[c];
     sum->bytes_in += s->bytes_in;
     sum->bytes_out += s->bytes_out;
+    sum->retries += s->retries;
     load_hist_merge(&sum->latency, &s->latency);
   }
 }
@@ -147,6 +148,9 @@ static void text_row(FILE *out, const char *name, const load_stats *s, double se
 }
 
 static void text_details(FILE *out, const load_stats *s) {
+  if (s->retries > 0)
+    fprintf(out, "%13s retried on a new connection (the server closed a kept-alive one): %" PRIu64
+            "\n", "", s->retries);
   if (load_stats_errors(s) > 0) {
     fprintf(out, "%13s errors:", "");
     for (int e = 0; e < ERR_COUNT; e++)
@@ -194,10 +198,10 @@ static void json_stats(FILE *out, const load_stats *s, double secs) {
   fprintf(out,
           "{\"clients\": %" PRIu64 ", \"requests\": %" PRIu64 ", \"ok\": %" PRIu64
           ", \"errors\": %" PRIu64 ", \"requests_per_s\": %.3f, \"bytes_in\": %" PRIu64
-          ", \"bytes_out\": %" PRIu64 ", \"bytes_in_per_s\": %.1f, ",
+          ", \"bytes_out\": %" PRIu64 ", \"bytes_in_per_s\": %.1f, \"retries\": %" PRIu64 ", ",
           s->clients, s->ok + errors, s->ok, errors,
           secs > 0 ? (double)(s->ok + errors) / secs : 0.0, s->bytes_in, s->bytes_out,
-          secs > 0 ? (double)s->bytes_in / secs : 0.0);
+          secs > 0 ? (double)s->bytes_in / secs : 0.0, s->retries);
   fprintf(out,
           "\"latency_ms\": {\"count\": %" PRIu64
           ", \"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"max\": %.3f}, \"error_kinds\": {",

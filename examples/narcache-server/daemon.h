@@ -25,6 +25,9 @@ typedef struct daemon_options {
   long priority; /* -1: the store's */
   int threads;   /* 0: libuv's default */
   long max_connections;
+  long header_timeout_ms; /* 0: the library's defaults */
+  long idle_timeout_ms;
+  long body_stall_ms;
   int json_logs;
   int access_log; /* --access-log: one line per request */
   /* uploads and private caches */

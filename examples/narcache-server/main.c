@@ -26,6 +26,9 @@ static const char usage_text[] =
     "  --priority N            nix-cache-info Priority\n"
     "  --threads N             threadpool size (default 4)\n"
     "  --max-connections N     connections at once (default 1024)\n"
+    "  --header-timeout MS     a request head must arrive within MS (default 10000)\n"
+    "  --idle-timeout MS       an idle keep-alive connection closes after MS (default 60000)\n"
+    "  --body-stall-timeout MS a body moving no byte for MS is aborted (default 30000)\n"
     "  --log-format text|json  log lines on stderr (default text)\n"
     "  --access-log            log every request\n"
     "\n"
@@ -53,7 +56,9 @@ static const char usage_text[] =
     "\n"
     "Test only:\n"
     "  NARCACHE_FAULT_PROBE_BLOCK_FILE=PATH\n"
-    "                          the store's health probe blocks while PATH exists\n";
+    "                          the store's health probe blocks while PATH exists\n"
+    "  NARCACHE_FAULT_STORE_BLOCK_FILE=PATH\n"
+    "                          every store call blocks while PATH exists\n";
 
 static int parse_int(const char *v, long min, long max, long *out) {
   char *end = NULL;
@@ -143,6 +148,18 @@ static int parse_args(int argc, char **argv, daemon_options *o) {
       if (parse_int(v, 1, 1000000, &n) < 0)
         return daemon_usage_error("bad --max-connections");
       o->max_connections = n;
+    } else if ((v = option_value(argc, argv, &i, "--header-timeout", &missing)) != NULL) {
+      if (parse_int(v, 1, 3600000, &n) < 0)
+        return daemon_usage_error("bad --header-timeout");
+      o->header_timeout_ms = n;
+    } else if ((v = option_value(argc, argv, &i, "--idle-timeout", &missing)) != NULL) {
+      if (parse_int(v, 1, 3600000, &n) < 0)
+        return daemon_usage_error("bad --idle-timeout");
+      o->idle_timeout_ms = n;
+    } else if ((v = option_value(argc, argv, &i, "--body-stall-timeout", &missing)) != NULL) {
+      if (parse_int(v, 1, 3600000, &n) < 0)
+        return daemon_usage_error("bad --body-stall-timeout");
+      o->body_stall_ms = n;
     } else if (strcmp(argv[i], "--access-log") == 0) {
       o->access_log = 1;
     } else if ((v = option_value(argc, argv, &i, "--upload-token-file", &missing)) != NULL) {
