@@ -51,6 +51,7 @@ static const struct {
     [NARCACHE_OPT_MAX_UPLOADS] = {16, 1, 100000},
     [NARCACHE_OPT_PRIVATE] = {0, 0, 1},
     [NARCACHE_OPT_ALLOW_OVERWRITE] = {0, 0, 1},
+    [NARCACHE_OPT_STORE_TIMEOUT_MS] = {5000, 0, 3600000},
 };
 
 static int valid_option(int option) {

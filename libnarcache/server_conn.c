@@ -26,6 +26,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -131,6 +132,8 @@ typedef struct srv_conn {
   char *small; /* whole object read by the task (narcache__malloc) */
   size_t small_len;
   int from_cache; /* small came from the memory cache */
+  int store_deadline; /* the timer runs NARCACHE_OPT_STORE_TIMEOUT_MS for it */
+  int answered_early; /* a 503 went out while the task ran (store_overdue) */
 
   /* the response */
   int status;
@@ -173,6 +176,7 @@ static void watch(srv_conn *c, int events) {
 }
 
 static void on_timer(uv_timer_t *t);
+static void store_overdue(srv_conn *c);
 
 static void arm_timer(srv_conn *c, int64_t ms) {
   if (!c->closing)
@@ -217,6 +221,10 @@ static void on_timer(uv_timer_t *t) {
     arm_timer(c, s->opt[NARCACHE_OPT_BODY_STALL_MS] - (int64_t)(now - c->last_progress_ms));
     return;
   }
+  case PHASE_STORE:
+    if (c->store_deadline)
+      store_overdue(c);
+    return;
   default:
     return; /* a task runs: its completion re-arms */
   }
@@ -661,7 +669,8 @@ static int task_ended(srv_conn *c, int status) {
   if (!c->closing && status == 0)
     return 0;
   c->closing = 0;
-  c->aborted = 1;
+  if (!c->answered_early)
+    c->aborted = 1;
   close_conn(c);
   return 1;
 }
@@ -1141,6 +1150,10 @@ static void respond_object(srv_conn *c) {
 static void open_done(uv_work_t *w, int status) {
   srv_conn *c = w->data;
   srv_t *s = c->server;
+  if (c->store_deadline) {
+    c->store_deadline = 0;
+    uv_timer_stop(&c->timer);
+  }
   if (task_ended(c, status))
     return;
   int rc = c->open_rc;
@@ -1204,8 +1217,48 @@ static void ask_store(srv_conn *c, int kind) {
   if (cacheable(kind) && answer_from_cache(c, kind))
     return;
   c->open_rc = 0;
-  if (queue_task(c, PHASE_STORE, open_work, open_done) != 0)
+  if (queue_task(c, PHASE_STORE, open_work, open_done) != 0) {
     respond_text(c, 503, "text/plain", "503 Service Unavailable\n", 24, NULL);
+    return;
+  }
+  int64_t deadline = c->server->opt[NARCACHE_OPT_STORE_TIMEOUT_MS];
+  if (deadline > 0) {
+    c->store_deadline = 1;
+    arm_timer(c, deadline);
+  }
+}
+
+/* The store has not answered within NARCACHE_OPT_STORE_TIMEOUT_MS. The
+ * client gets its 503 now, written here in one non-blocking send (the
+ * task does not touch the socket, the head buffer or these fields), and
+ * the socket is shut down. A pool task cannot be interrupted: it is
+ * cancelled if it has not started, else its result is dropped when it
+ * returns; either way task_ended() then closes the connection. */
+static void store_overdue(srv_conn *c) {
+  srv_t *s = c->server;
+  static const char body[] = "503 Service Unavailable: the store did not answer in time\n";
+  narcache__srv_log(s, NARCACHE_LOG_WARNING, "store_timeout", "the store did not answer in time",
+                    (narcache_log_field[]){{"target", c->x->target}}, 1);
+  c->store_deadline = 0;
+  c->keep_alive = 0;
+  int n = head_begin(c, 503);
+  head_add_field(c, &n, "Content-Type", "text/plain");
+  char retry[32];
+  snprintf(retry, sizeof retry, "%lld", (long long)s->opt[NARCACHE_OPT_RETRY_AFTER]);
+  head_add_field(c, &n, "Retry-After", retry);
+  head_end(c, n, sizeof body - 1);
+  size_t body_len = c->head_only ? 0 : sizeof body - 1;
+  struct iovec iov[2] = {{c->x->head, c->head_out}, {(void *)body, body_len}};
+  struct msghdr msg = {.msg_iov = iov, .msg_iovlen = body_len ? 2 : 1};
+  ssize_t sent = c->head_out ? sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT) : -1;
+  if (sent == (ssize_t)(c->head_out + body_len)) {
+    c->answered_early = 1;
+    c->head_pos = c->head_out;
+    c->body_sent = body_len;
+  }
+  shutdown(c->fd, SHUT_RDWR);
+  c->closing = 1;
+  uv_cancel((uv_req_t *)&c->work); /* fails harmlessly once the task runs */
 }
 
 /* ------------------------------------------------------------------ */

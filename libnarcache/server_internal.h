@@ -14,7 +14,7 @@
 #include <stdatomic.h>
 #include <uv.h>
 
-#define SRV_OPTION_COUNT 22 /* enum narcache_server_option values 1..21 */
+#define SRV_OPTION_COUNT 23 /* enum narcache_server_option values 1..22 */
 
 /* Routes, for metrics and the access log. */
 enum srv_route {

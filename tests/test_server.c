@@ -573,6 +573,87 @@ static void test_store_errors(void **state) {
   stop(&run);
 }
 
+/* A backend wedged as a whole: while `wedged` is set, every open blocks. */
+static atomic_int wedged;
+
+static int wedged_open(void *ctx, int kind, const char *name, size_t len, narcache_reader *out) {
+  while (atomic_load(&wedged))
+    usleep(1000);
+  return failing_open(ctx, kind, name, len, out);
+}
+
+static double ms_since(const struct timespec *t0) {
+  struct timespec t1;
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* Requests waiting on a wedged store get 503 + Retry-After once
+ * NARCACHE_OPT_STORE_TIMEOUT_MS has passed, whether their store call is
+ * running (blocked) or still queued behind the blocked ones; their late
+ * results are dropped, and the server serves normally once it recovers. */
+static void test_store_timeout(void **state) {
+  (void)state;
+  atomic_store(&probe_rc, 0);
+  narcache_store_methods m = {.version = NARCACHE_STORE_METHODS_VERSION,
+                              .open = wedged_open,
+                              .probe = failing_probe};
+  narcache_store *st = NULL;
+  assert_int_equal(narcache_store_new(&st, &m, NULL), 0);
+  option_value opts[] = {
+      {NARCACHE_OPT_STORE_TIMEOUT_MS, 300}, {NARCACHE_OPT_MEMORY_CACHE_MS, 0}, {0, 0}};
+  running run;
+  start(&run, st, opts);
+  atomic_store(&wedged, 1);
+  enum { N = 10 }; /* more than the pool's threads: some tasks only queue */
+  int fds[N];
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (int i = 0; i < N; i++) {
+    fds[i] = connect_to(run.port);
+    const char *req = GET_CLOSE("/00000000000000000000000000000000.narinfo");
+    send_all(fds[i], req, strlen(req));
+  }
+  for (int i = 0; i < N; i++) {
+    size_t len = 0;
+    char *buf = read_to_close(fds[i], &len);
+    close(fds[i]);
+    response r;
+    assert_int_equal(parse_response(&r, buf, len, 0), 0);
+    assert_int_equal(r.status, 503);
+    assert_non_null(field(&r, "Retry-After"));
+    assert_non_null(strstr(r.body, "did not answer in time"));
+    assert_int_equal(r.total, len);
+    free(buf);
+  }
+  double took = ms_since(&t0);
+  assert_true(took >= 290);
+  assert_true(took < 5000); /* not waiting for the store */
+  response r;
+  char *buf = exchange(run.port,
+                       "HEAD /00000000000000000000000000000000.narinfo HTTP/1.1\r\nHost: t\r\n\r\n",
+                       &r, 1, (const int[]){1});
+  assert_int_equal(r.status, 503);
+  assert_string_equal(field(&r, "Connection"), "close");
+  free(buf);
+  atomic_store(&wedged, 0);
+  buf = exchange(run.port, GET_CLOSE("/00000000000000000000000000000000.narinfo"), &r, 1, NULL);
+  assert_int_equal(r.status, 404);
+  free(buf);
+  /* every request is accounted for, the blocked ones once their call
+   * returned (which may be just after the 404) */
+  int counted = 0;
+  for (int i = 0; i < 200 && !counted; i++) {
+    buf = exchange(run.port, GET_CLOSE("/metrics"), &r, 1, NULL);
+    counted = strstr(r.body, "narcache_http_requests_total{route=\"narinfo\",status=\"503\"} 11") != NULL;
+    free(buf);
+    if (!counted)
+      usleep(10000);
+  }
+  assert_true(counted);
+  stop(&run);
+}
+
 static void test_health(void **state) {
   (void)state;
   atomic_store(&probe_rc, 0);
@@ -1638,6 +1719,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_refusals),
       cmocka_unit_test(test_timeouts),
       cmocka_unit_test(test_store_errors),
+      cmocka_unit_test(test_store_timeout),
       cmocka_unit_test(test_generated_nar),
       cmocka_unit_test(test_uploads),
       cmocka_unit_test(test_upload_limits),

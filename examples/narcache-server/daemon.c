@@ -173,6 +173,8 @@ static int configure(narcache_server *s, const daemon_options *o, int activated)
     rc = narcache_server_set_option(s, NARCACHE_OPT_IDLE_TIMEOUT_MS, o->idle_timeout_ms);
   if (rc == 0 && o->body_stall_ms > 0)
     rc = narcache_server_set_option(s, NARCACHE_OPT_BODY_STALL_MS, o->body_stall_ms);
+  if (rc == 0 && o->store_timeout_ms >= 0)
+    rc = narcache_server_set_option(s, NARCACHE_OPT_STORE_TIMEOUT_MS, o->store_timeout_ms);
   if (rc == 0 && o->token_file != NULL)
     rc = narcache_server_set_option(s, NARCACHE_OPT_MAX_UPLOAD_BYTES,
                                     o->max_upload > 0 ? o->max_upload : (int64_t)16 << 30);

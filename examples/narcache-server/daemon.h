@@ -28,6 +28,7 @@ typedef struct daemon_options {
   long header_timeout_ms; /* 0: the library's defaults */
   long idle_timeout_ms;
   long body_stall_ms;
+  long store_timeout_ms; /* -1: the library's default */
   int json_logs;
   int access_log; /* --access-log: one line per request */
   /* uploads and private caches */

@@ -29,6 +29,8 @@ static const char usage_text[] =
     "  --header-timeout MS     a request head must arrive within MS (default 10000)\n"
     "  --idle-timeout MS       an idle keep-alive connection closes after MS (default 60000)\n"
     "  --body-stall-timeout MS a body moving no byte for MS is aborted (default 30000)\n"
+    "  --store-timeout MS      a store call that has not returned after MS answers 503\n"
+    "                          (default 5000; 0: wait as long as the store takes)\n"
     "  --log-format text|json  log lines on stderr (default text)\n"
     "  --access-log            log every request\n"
     "\n"
@@ -160,6 +162,10 @@ static int parse_args(int argc, char **argv, daemon_options *o) {
       if (parse_int(v, 1, 3600000, &n) < 0)
         return daemon_usage_error("bad --body-stall-timeout");
       o->body_stall_ms = n;
+    } else if ((v = option_value(argc, argv, &i, "--store-timeout", &missing)) != NULL) {
+      if (parse_int(v, 0, 3600000, &n) < 0)
+        return daemon_usage_error("bad --store-timeout");
+      o->store_timeout_ms = n;
     } else if (strcmp(argv[i], "--access-log") == 0) {
       o->access_log = 1;
     } else if ((v = option_value(argc, argv, &i, "--upload-token-file", &missing)) != NULL) {
@@ -213,6 +219,7 @@ static int parse_args(int argc, char **argv, daemon_options *o) {
 int main(int argc, char **argv) {
   daemon_options o = {0};
   o.priority = -1;
+  o.store_timeout_ms = -1;
   o.min_free = -1;
   if (parse_args(argc, argv, &o) < 0) {
     fputs(usage_text, stderr);

@@ -200,6 +200,12 @@ enum narcache_server_option {
   /* 1: an uploaded narinfo or nix-cache-info may replace a different one
    * (default 0: 409 Conflict; the same one again is always fine) */
   NARCACHE_OPT_ALLOW_OVERWRITE = 21,
+  /* a store call opening an object that has not returned after this many
+   * ms answers its request 503 with Retry-After and closes the connection
+   * (a wedged backend must not hold clients and connection slots); the
+   * call is cancelled if it has not started, else its late result is
+   * dropped (5000; 0: wait as long as the store takes) */
+  NARCACHE_OPT_STORE_TIMEOUT_MS = 22,
 };
 
 /** Set a numeric option. Before narcache_server_start.

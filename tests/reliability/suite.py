@@ -447,14 +447,17 @@ def scenario_slow_readers(ctx, p):
 
 
 def scenario_wedged_store(ctx, p):
-    """Every store call blocks: /healthz says so, the watchdog stops."""
+    """Every store call blocks: /healthz says so, the watchdog stops,
+    requests get 503 after --store-timeout instead of hanging."""
     w_usec = 3000000
     block = os.path.join(ctx.tmp, "wedge")
-    srv = Server(ctx, "wedged", ["--cache", ctx.cache], watchdog_usec=w_usec,
+    srv = Server(ctx, "wedged", ["--cache", ctx.cache, "--store-timeout", "1000"],
+                 watchdog_usec=w_usec,
                  env={"NARCACHE_FAULT_STORE_BLOCK_FILE": block,
                       "ASAN_OPTIONS": "detect_leaks=0:handle_abort=0"})
     load = Load(ctx, "wedged", srv.url, ["--clients", "narinfo=4", "--paths", ctx.paths,
-                                         "--duration", str(p["seconds"]), "--timeout", "2"])
+                                         "--hit-ratio", "1", "--duration", str(p["seconds"]),
+                                         "--timeout", "5"])
     time.sleep(1.5)
     open(block, "w").close()
     t_block = time.monotonic()
@@ -467,7 +470,7 @@ def scenario_wedged_store(ctx, p):
         time.sleep(0.1)
     beats = [t for t, _ in ctx.notify.lines(srv.pid, "WATCHDOG=1")]
     last_beat = max(beats) - t_block if beats else None
-    load.result()
+    n = kind_stats(load.result(), "narinfo")
     srv.proc.send_signal(signal.SIGABRT)
     try:
         srv.proc.wait(20)
@@ -483,9 +486,14 @@ def scenario_wedged_store(ctx, p):
     check(slowest < 1.0, "/healthz took %.2f s while wedged" % slowest)
     check(beats and last_beat is not None and last_beat <= w_usec / 1e6,
           "watchdog kept beating %.2f s after the wedge" % (last_beat or -1))
+    check(n["error_kinds"]["timeout"] == 0, "%d requests hung until the client gave up" %
+          n["error_kinds"]["timeout"])
+    check(set(n["status"]) <= {"200", "503"} and n["status"].get("503", 0) > 0,
+          "statuses while wedged: %s (want 503, never 404)" % n["status"])
     check(rc == -signal.SIGABRT, "exit %s after SIGABRT" % rc)
     check("stack traces of every thread" in text, "no stack dump on SIGABRT")
-    return {"watchdog_usec": w_usec, "healthz_503_after_s": round(first_503, 2),
+    return {"watchdog_usec": w_usec, "store_timeout_ms": 1000, "status": n["status"],
+            "healthz_503_after_s": round(first_503, 2),
             "healthz_slowest_s": round(slowest, 3),
             "last_watchdog_after_wedge_s": round(last_beat, 2)}
 

@@ -30,7 +30,7 @@ OPTIONS = {
     "max_upload_bytes": 9, "priority": 10, "want_mass_query": 11, "probe_interval_ms": 12,
     "probe_timeout_ms": 13, "stop_timeout_ms": 14, "narinfo_max_age": 15, "retry_after": 16,
     "memory_cache_ms": 17, "memory_cache_bytes": 18, "max_uploads": 19, "private": 20,
-    "allow_overwrite": 21,
+    "allow_overwrite": 21, "store_timeout_ms": 22,
 }
 
 #: Scopes an authorize hook returns.
