@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Seeds of nar_restore, nar_dump, sign_verify and nix32 from real data:
 NARs made by Nix 2.8 (tests/data/nar/golden), the narinfo test keys and
-fingerprints, manifest hashes; and of auth: token files and the
-Authorization values Nix sends (Bearer, and Basic from a netrc). Usage: fuzz/seeds/targets.py (writes into
+fingerprints, manifest hashes; of auth: token files and the
+Authorization values Nix sends (Bearer, and Basic from a netrc); of
+load_response: responses as narcache-server and nginx frame them. Usage: fuzz/seeds/targets.py (writes into
 fuzz/corpus/<target>/, files named by SHA-1)."""
 import hashlib, os, sys, glob, struct
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -117,3 +118,24 @@ put('auth', b'# comment\n\n  a\twrite  0123456789abcdef0123  # x\r\n')   # blank
 put('auth', b'a write 0123456789abcdef\na read 0123456789abcdef\n')      # duplicate: refused
 put('auth', b'Bearer ' + token)
 put('auth', b'Basic ' + base64.b64encode(b'nix:' + token))                 # netrc password
+
+# load_response: header byte (bit 0 HEAD, bits 1-6 piece size - 1, bit 7 EOF) + response bytes
+narinfo = open(root + '/tests/data/narinfo/caches/none/' + sorted(
+    n for n in os.listdir(root + '/tests/data/narinfo/caches/none') if n.endswith('.narinfo'))[0], 'rb').read()
+def response(status, reason, fields, body):
+    head = b'HTTP/1.1 %d %s\r\n' % (status, reason) + b''.join(b'%s: %s\r\n' % f for f in fields)
+    return head + b'\r\n' + body
+ours = [(b'Server', b'narcache'), (b'Date', b'Fri, 27 Nov 2026 13:38:38 GMT')]
+put('load_response', b'\x00' + response(200, b'OK', ours + [(b'Content-Type', b'text/x-nix-narinfo'),
+    (b'Content-Length', b'%d' % len(narinfo))], narinfo))
+put('load_response', b'\x0e' + response(404, b'Not Found', ours + [(b'Content-Length', b'14')],
+    b'404 Not Found\n'))
+put('load_response', b'\x01' + response(200, b'OK', ours + [(b'Content-Length', b'1048576')], b''))
+put('load_response', b'\x06' + response(503, b'Service Unavailable', ours + [(b'Retry-After', b'5'),
+    (b'Content-Length', b'24'), (b'Connection', b'close')], b'503 Service Unavailable\n'))
+put('load_response', b'\x02' + response(100, b'Continue', [], b'') + response(200, b'OK', ours +
+    [(b'Content-Length', b'0')], b''))
+put('load_response', b'\x10' + response(200, b'OK', [(b'Server', b'nginx/1.22.1'),
+    (b'Transfer-Encoding', b'chunked')], b'5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\n'))
+put('load_response', b'\x80' + response(200, b'OK', [(b'Server', b'nginx/1.22.1')], narinfo))
+put('load_response', b'\x00' + response(304, b'Not Modified', ours + [(b'ETag', b'"x"')], b''))
