@@ -419,7 +419,7 @@ def scenario_resets(ctx, p):
     del warm
     check(r["ok"] > 100, "only %d resets" % r["ok"])
     check(fds1 <= fds0, "fds %d before, %d after: leaked" % (fds0, fds1))
-    check(rss1 - rss0 < 16 * 1024, "RSS grew %d KiB" % (rss1 - rss0))
+    check(ctx.sanitized or rss1 - rss0 < 16 * 1024, "RSS grew %d KiB" % (rss1 - rss0))
     check(c["errors"] == 0, "closure clients alongside: %s" % c["error_kinds"])
     return {"resets": r["ok"], "fds_before": fds0, "fds_after": fds1,
             "rss_before_kib": rss0, "rss_after_kib": rss1, "closure_requests": c["ok"]}
@@ -441,7 +441,8 @@ def scenario_slow_readers(ctx, p):
     s = kind_stats(report, "slow-read")
     check(s["error_kinds"]["timeout"] == 0 and s["error_kinds"]["status"] == 0,
           "slow readers: %s" % s["error_kinds"])
-    check(peak - rss0 < 100 * 256, "RSS grew %d KiB with 100 slow readers" % (peak - rss0))
+    check(ctx.sanitized or peak - rss0 < 100 * 256,
+          "RSS grew %d KiB with 100 slow readers" % (peak - rss0))
     return {"readers": 100, "rate_bytes_s": 10240, "rss_before_kib": rss0,
             "rss_peak_kib": peak, "bytes_in": s["bytes_in"], "completed": s["ok"]}
 
@@ -590,6 +591,10 @@ def scenario_upload_crash(ctx, p):
 def scenario_soak(ctx, p):
     """Mixed load for a while: RSS and fd count must stay flat."""
     srv = Server(ctx, "soak", ["--cache", ctx.cache, "--header-timeout", "3000"])
+    run_load(ctx, "soak-warm", srv.url, ["--clients", "closure=3", "--paths", ctx.paths,
+                                        "--duration", "1"])
+    time.sleep(0.5)
+    fds0 = fd_count(srv.pid)
     load = Load(ctx, "soak", srv.url,
                 ["--clients", "narinfo=6", "--clients", "closure=3", "--clients", "slow-read=10",
                  "--clients", "reset=4", "--clients", "slow-headers=20", "--clients",
@@ -601,18 +606,23 @@ def scenario_soak(ctx, p):
         samples.append((time.monotonic() - t0, rss_kib(srv.pid), fd_count(srv.pid)))
         time.sleep(1)
     report = load.result()
+    fds1 = settle(srv.pid, fds0)
     srv.stop()
     half = [s for s in samples if s[0] >= samples[-1][0] / 2]
     rss_slope = slope_per_minute([(t, r) for t, r, _ in half])
     fd_slope = slope_per_minute([(t, f) for t, _, f in half])
     normal = report["normal"]
     check(normal["errors"] == 0, "normal errors during the soak: %s" % normal["error_kinds"])
-    check(rss_slope < 1024, "RSS grows %.0f KiB/min over the second half" % rss_slope)
-    check(abs(fd_slope) < 30, "fd count moves %.1f/min over the second half" % fd_slope)
+    check(ctx.sanitized or rss_slope < 1024,
+          "RSS grows %.0f KiB/min over the second half" % rss_slope)
+    # hostile clients come and go, so the fd count while loaded is noise
+    # around its level; what must hold is that it comes back afterwards
+    check(fds1 <= fds0, "fds %d before the soak, %d after: leaked" % (fds0, fds1))
     return {"seconds": p["soak_seconds"], "requests": normal["ok"],
             "p99_ms": normal["latency_ms"]["p99"],
             "rss_kib_first": samples[0][1], "rss_kib_last": samples[-1][1],
             "rss_slope_kib_per_min": round(rss_slope, 1),
+            "fds_before": fds0, "fds_after": fds1, "fds_max": max(f for _, _, f in samples),
             "fd_slope_per_min": round(fd_slope, 2)}
 
 
@@ -645,6 +655,10 @@ def main():
     ap.add_argument("--long", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--workdir")
+    ap.add_argument("--sanitized", action="store_true",
+                    help="the binaries are built with ASan: memory errors and leaks fail "
+                         "the scenarios, RSS limits are not checked (the sanitizer's own "
+                         "allocator caches and quarantine grow the RSS)")
     ap.add_argument("scenarios", nargs="*")
     a = ap.parse_args()
     names = [n for n, _ in SCENARIOS]
@@ -653,6 +667,7 @@ def main():
             ap.error("unknown scenario %s (known: %s)" % (s, ", ".join(names)))
     ctx = Context()
     ctx.server, ctx.load, ctx.cli = a.server, a.load, a.cli
+    ctx.sanitized = a.sanitized
     ctx.tmp = a.workdir or tempfile.mkdtemp(prefix="narcache-reliability.")
     os.makedirs(ctx.tmp, exist_ok=True)
     ctx.servers = []
