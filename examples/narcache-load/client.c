@@ -509,7 +509,9 @@ static void response_complete(load_client *c) {
     c->upload_step ^= 1;
   c->reused = 1;
   c->phase = PHASE_IDLE;
-  if (!r->keep_alive || load_kind_is_hostile(c->kind))
+  /* A response that came before the whole request was written (an early
+   * refusal of an upload) leaves the connection out of step: a new one. */
+  if (!r->keep_alive || load_kind_is_hostile(c->kind) || c->writing)
     close_connection(c);
   else
     next_request(c);
