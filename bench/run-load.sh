@@ -58,22 +58,10 @@ trap cleanup EXIT
 
 echo "== fixture: a closure of $npaths store paths"
 unset NIX_REMOTE
-mkdir -p "$tmp/src"
-cat > "$tmp/src/default.nix" << EOF
-let
-  size = i: if i - (i / 10) * 10 == 0 then 4194304 else 8192 * (1 + (i * 37) - ((i * 37) / 128) * 128);
-  mk = i: derivation {
-    name = "narcache-load-bench-\${toString i}";
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-c" ("/bin/mkdir \$out; /usr/bin/head -c \${toString (size i)} /dev/zero"
-      + " | /usr/bin/tr '\\\\0' 'b' > \$out/data"
-      + (if i > 0 then "; echo \${mk (i - 1)} \${mk (i / 2)} > \$out/refs" else "")) ];
-  };
-in mk $((npaths - 1))
-EOF
 top=$(nix-build --option sandbox false --option build-users-group '' --option substituters '' \
-  --max-jobs "$(nproc)" --no-out-link "$tmp/src" 2> "$tmp/build.log") || { cat "$tmp/build.log"; die "nix-build"; }
+  --max-jobs "$(nproc)" --no-out-link --arg n "$npaths" --arg bigEvery 10 --arg smallSteps 128 \
+  --argstr tag load-bench tests/reliability/closure.nix 2> "$tmp/build.log") ||
+  { cat "$tmp/build.log"; die "nix-build"; }
 nix-store -qR "$top" > "$tmp/paths"
 "$cli" key generate bench-load-1 "$tmp/sk" "$tmp/pk" > /dev/null
 "$cli" cache add --to "$tmp/cache" --key-file "$tmp/sk" --compression none --closure "$top" > /dev/null

@@ -272,31 +272,16 @@ def kind_stats(report, kind):
 NIX_OPTS = ["--option", "sandbox", "false", "--option", "build-users-group", "",
             "--option", "substituters", ""]
 
-# A closure of 24 paths: every path refers to the one before it and to the
-# one at half its index; sizes from 8 KiB to 4 MiB (one in six is large).
-CLOSURE_NIX = r'''
-let
-  size = i: if i - (i / 6) * 6 == 0 then 4194304 else 8192 * (1 + i - (i / 8) * 8);
-  mk = i: derivation {
-    name = "narcache-reliability-${toString i}";
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-c" ("/bin/mkdir $out; /usr/bin/head -c ${toString (size i)} /dev/zero"
-      + " | /usr/bin/tr '\\0' '${toString (i - (i / 10) * 10)}' > $out/data"
-      + (if i > 0 then "; echo ${mk (i - 1)} ${mk (i / 2)} > $out/refs" else "")) ];
-  };
-in mk 23
-'''
-
 
 def build_fixture(ctx):
-    src = os.path.join(ctx.tmp, "fixture")
-    os.makedirs(src, exist_ok=True)
-    with open(os.path.join(src, "default.nix"), "w") as f:
-        f.write(CLOSURE_NIX)
     env = dict(os.environ)
     env.pop("NIX_REMOTE", None)
-    top = subprocess.run(["nix-build"] + NIX_OPTS + ["--no-out-link", src], env=env,
+    # 24 paths, 8 KiB to 64 KiB, every sixth 4 MiB
+    args = ["--arg", "n", "24", "--arg", "bigEvery", "6", "--arg", "smallSteps", "8",
+            "--argstr", "tag", "reliability"]
+    top = subprocess.run(["nix-build"] + NIX_OPTS + args + ["--no-out-link",
+                                                           os.path.join(HERE, "closure.nix")],
+                         env=env,
                          check=True, stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL).stdout.decode().strip()
     closure = subprocess.run(["nix-store", "-qR", top], env=env, check=True,
