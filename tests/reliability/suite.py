@@ -323,6 +323,7 @@ def scenario_fd_exhaustion(ctx, p):
                     ["--clients", "half-open=2000", "--duration", str(p["seconds"]),
                      "--timeout", "120"])
     time.sleep(2)
+    server_fds = fd_count(srv.pid)  # the pressure is real: at its limit
     cpu0, t0 = cpu_seconds(srv.pid), time.monotonic()
     time.sleep(2)
     busy = (cpu_seconds(srv.pid) - cpu0) / (time.monotonic() - t0)
@@ -341,13 +342,18 @@ def scenario_fd_exhaustion(ctx, p):
                       "--duration", "2", "--timeout", "10"])
     a = kind_stats(after, "narinfo")
     srv.stop()
+    local = kind_stats(pressure_report, "half-open")["error_kinds"]["local"]
+    check(local == 0 and server_fds >= 200,
+          "no real pressure: the server had %d fds open, the load generator %d local errors "
+          "(its RLIMIT_NOFILE hard limit must allow 2000 connections)" % (server_fds, local))
     check(busy < 0.25, "server CPU %.0f%% with only idle connections (busy loop?)" % (100 * busy))
     check(max_gap <= w_usec / 1e6, "watchdog gap %.2f s > WatchdogSec" % max_gap)
     check(set(statuses) <= {"200", "503"}, "statuses under pressure: %s (a 404 is a lie)" %
           statuses)
     check(a["errors"] == 0 and a["ok"] > 0 and set(a["status"]) == {"200"},
           "after the pressure: %s" % a)
-    return {"idle_connections": 2000, "nofile": 256, "server_cpu_idle_pressure": round(busy, 3),
+    return {"idle_connections": 2000, "nofile": 256, "server_fds_under_pressure": server_fds,
+            "server_cpu_idle_pressure": round(busy, 3),
             "watchdog_max_gap_s": round(max_gap, 2), "normal_status": statuses,
             "normal_errors": n["error_kinds"],
             "pressure_closed_by_server": kind_stats(pressure_report, "half-open")["ok"],
