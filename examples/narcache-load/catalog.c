@@ -134,7 +134,10 @@ static int fetch(fetcher *f, const char *name) {
       return -1;
     int sent = send_all(f->fd, req, (size_t)n) == 0;
     char buf[16384];
-    while (sent && f->resp.state != RESP_DONE && f->resp.state != RESP_ERROR) {
+    /* SO_RCVTIMEO catches silence; this catches a server that never ends */
+    uint64_t deadline = load_now_ns() + (uint64_t)(f->run->opt->timeout_s * 1e9);
+    while (sent && f->resp.state != RESP_DONE && f->resp.state != RESP_ERROR &&
+           load_now_ns() < deadline) {
       ssize_t got = recv(f->fd, buf, sizeof buf, 0);
       if (got < 0 && errno == EINTR)
         continue;
@@ -159,7 +162,7 @@ static int fetch(fetcher *f, const char *name) {
     }
     /* nothing came back: a stale keep-alive connection; one more try */
   }
-  fprintf(stderr, "narcache-load: %s: no response from the cache\n", name);
+  fprintf(stderr, "narcache-load: %s: no complete response from the cache within --timeout\n", name);
   return -1;
 }
 
