@@ -504,10 +504,17 @@ def scenario_restart(ctx, p):
                                       str(p["restarts"] * 1.2 + 3), "--timeout", "20"])
     time.sleep(1.5)
     for i in range(1, p["restarts"] + 1):
-        new = Server(ctx, "restart-%d" % i, args, listener=listener)
-        rc = srv.stop()
+        if i % 2:
+            # as `systemctl restart` does: stop, then start; meanwhile new
+            # connections wait in the queue of the socket we hold
+            rc = srv.stop()
+            srv = Server(ctx, "restart-%d" % i, args, listener=listener)
+        else:
+            # overlapping: the new server is up before the old one stops
+            new = Server(ctx, "restart-%d" % i, args, listener=listener)
+            rc = srv.stop()
+            srv = new
         check(rc == 0, "restart %d: the old server exited %s" % (i, rc))
-        srv = new
         time.sleep(0.7)
     report = load.result()
     srv.stop()
