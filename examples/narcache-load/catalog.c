@@ -169,7 +169,7 @@ static int fetch(fetcher *f, const char *name) {
 /* ---- discovery ------------------------------------------------------------------- */
 
 static int learn(load_catalog *c, index_table *t, size_t index, const narcache_narinfo *ni,
-                 size_t **pending, size_t *npending) {
+                 size_t *pending, size_t *npending) {
   size_t len = 0;
   const char *url = narcache_narinfo_url(ni, &len);
   uint64_t file_size = 0;
@@ -196,7 +196,7 @@ static int learn(load_catalog *c, index_table *t, size_t index, const narcache_n
       return -1;
     }
     if (c->count > before)
-      (*pending)[(*npending)++] = ref;
+      pending[(*npending)++] = ref;
     refs[kept++] = ref;
   }
   load_path *p = &c->paths[index];
@@ -207,7 +207,7 @@ static int learn(load_catalog *c, index_table *t, size_t index, const narcache_n
   return 0;
 }
 
-static int read_roots(load_catalog *c, index_table *t, const char *file, size_t **pending,
+static int read_roots(load_catalog *c, index_table *t, const char *file, size_t *pending,
                       size_t *npending) {
   FILE *in = strcmp(file, "-") == 0 ? stdin : fopen(file, "r");
   if (in == NULL) {
@@ -230,7 +230,7 @@ static int read_roots(load_catalog *c, index_table *t, const char *file, size_t 
     } else if (add_path(c, t, hash, &index) != 0) {
       rc = -1;
     } else if (c->count > before) {
-      (*pending)[(*npending)++] = index;
+      pending[(*npending)++] = index;
     }
   }
   if (in != stdin)
@@ -272,7 +272,7 @@ int load_catalog_discover(load_run *run) {
   narcache_narinfo *ni = NULL;
   int rc = t.slots && pending && c->paths && narcache_narinfo_new(&ni, NULL) == 0 ? 0 : -1;
   if (rc == 0)
-    rc = read_roots(c, &t, run->opt->paths_file, &pending, &npending);
+    rc = read_roots(c, &t, run->opt->paths_file, pending, &npending);
   for (size_t next = 0; rc == 0 && next < npending; next++) {
     size_t index = pending[next];
     char name[64];
@@ -290,7 +290,7 @@ int load_catalog_discover(load_run *run) {
       fprintf(stderr, "narcache-load: %s: %s\n", name, narcache_narinfo_errmsg(ni));
       rc = -1;
     } else {
-      rc = learn(c, &t, index, ni, &pending, &npending);
+      rc = learn(c, &t, index, ni, pending, &npending);
     }
   }
   if (f.fd >= 0)

@@ -48,6 +48,7 @@ struct load_client {
   int is_nar;       /* closure/slow-read/reset: fetching a NAR */
   size_t path;      /* catalog index */
   response resp;
+  narcache_narinfo *narinfo; /* closure: parses each narinfo fetched */
   uint64_t reset_after; /* reset: body bytes to take before the reset */
   /* uploads: the NAR, then its narinfo */
   int upload_step;
@@ -124,6 +125,7 @@ static void handle_closed(uv_handle_t *h) {
   if (--c->handles == 0 && c->stopped) {
     c->run->clients[c->index] = NULL;
     response_fini(&c->resp);
+    narcache_narinfo_free(c->narinfo);
     free(c->upload_buf);
     free(c->narinfo_text);
     free(c);
@@ -144,10 +146,6 @@ static void close_connection(load_client *c) {
 }
 
 /* ---- requests ---------------------------------------------------------------- */
-
-static int uses_catalog(load_kind k) {
-  return k == KIND_CLOSURE || k == KIND_SLOW_READ || k == KIND_RESET;
-}
 
 static void format_get(load_client *c, const char *path, int head_only) {
   load_run *run = c->run;
@@ -483,11 +481,9 @@ static void response_complete(load_client *c) {
       if (want != 0 && r->body_bytes != want)
         err = ERR_CONTENT;
     } else {
-      narcache_narinfo *ni = NULL;
-      if (narcache_narinfo_new(&ni, NULL) != 0 ||
-          narcache_narinfo_parse(ni, r->body, r->body_len) != 0)
+      if ((c->narinfo == NULL && narcache_narinfo_new(&c->narinfo, NULL) != 0) ||
+          narcache_narinfo_parse(c->narinfo, r->body, r->body_len) != 0)
         err = ERR_CONTENT;
-      narcache_narinfo_free(ni);
     }
     break;
   case KIND_UPLOAD:
@@ -692,7 +688,7 @@ int load_client_start(load_run *run, load_kind kind, size_t index, load_client *
   load_client *c = calloc(1, sizeof *c);
   if (c == NULL)
     return -1;
-  if (uses_catalog(kind) && run->n_nar_paths == 0) {
+  if (load_kind_needs_paths(kind) && run->n_nar_paths == 0) {
     free(c);
     return -1;
   }

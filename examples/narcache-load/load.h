@@ -29,6 +29,8 @@ int load_kind_from_name(const char *name, size_t len); /* -1 if unknown */
 /* Whether a request of this kind is the normal traffic whose latency and
  * errors are the result (hostile kinds are the pressure). */
 int load_kind_is_hostile(load_kind kind);
+/* Whether clients of this kind fetch NARs, so need paths from --paths. */
+int load_kind_needs_paths(load_kind kind);
 
 /* ---- outcomes ------------------------------------------------------------- */
 

@@ -350,7 +350,10 @@ static int start_clients(load_run *run) {
 }
 
 static int needs_nar_paths(const load_options *o) {
-  return o->clients[KIND_CLOSURE] || o->clients[KIND_SLOW_READ] || o->clients[KIND_RESET];
+  for (int k = 0; k < KIND_COUNT; k++)
+    if (o->clients[k] && load_kind_needs_paths((load_kind)k))
+      return 1;
+  return 0;
 }
 
 static int write_reports(const load_run *run, const char *json) {

@@ -24,6 +24,10 @@ int load_kind_from_name(const char *name, size_t len) {
 
 int load_kind_is_hostile(load_kind kind) { return kind >= KIND_SLOW_READ; }
 
+int load_kind_needs_paths(load_kind kind) {
+  return kind == KIND_CLOSURE || kind == KIND_SLOW_READ || kind == KIND_RESET;
+}
+
 const char *load_error_name(load_error e) { return error_names[e]; }
 
 /* ---- histogram ------------------------------------------------------------ */
