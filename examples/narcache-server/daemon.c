@@ -133,8 +133,39 @@ static void on_stopping(void *userdata, narcache_server *server) {
   daemon_systemd_stopping(&d->sd);
 }
 
+/* A bucket: checked once at start, so that wrong credentials or a missing
+ * bucket stop the daemon with a clear message. An object store that cannot
+ * be reached right now is not fatal: the daemon starts, answers 503 and
+ * reports unhealthy until the store is back. */
+static int open_s3_store(const daemon_options *o, narcache_store **store) {
+  char error[512] = "";
+  narcache_s3_options so = {.version = NARCACHE_S3_OPTIONS_VERSION,
+                            .url = o->s3_url,
+                            .flags = o->token_file != NULL ? NARCACHE_STORE_S3_WRITABLE : 0,
+                            .error = error,
+                            .error_size = sizeof error};
+  int rc = narcache_store_s3_new(store, &so);
+  if (rc < 0) {
+    fprintf(stderr, "narcache-server: --s3: %s\n", error[0] ? error : narcache_strerror(rc));
+    return rc;
+  }
+  rc = narcache_store_s3_check(*store, error, sizeof error);
+  if (rc == NARCACHE_EUNAVAIL) {
+    daemon_log(NARCACHE_LOG_WARNING, "s3_unreachable", error, "url", o->s3_url);
+    return 0;
+  }
+  if (rc < 0) {
+    fprintf(stderr, "narcache-server: --s3: %s\n", error);
+    narcache_store_free(*store);
+    *store = NULL;
+  }
+  return rc;
+}
+
 static int open_store(const daemon_options *o, narcache_key **keys, narcache_store **store) {
   int rc;
+  if (o->s3_url != NULL)
+    return open_s3_store(o, store);
   if (o->cache_dir != NULL) {
     rc = narcache_store_dir_new(store, o->cache_dir,
                                 o->token_file != NULL ? NARCACHE_STORE_DIR_WRITABLE : 0);

@@ -14,6 +14,7 @@
 
 typedef struct daemon_options {
   const char *cache_dir;
+  const char *s3_url; /* --s3 s3://BUCKET[/PREFIX]?endpoint=... */
   int nix_store;
   const char *store_dir; /* --nix-store DIR */
   const char *db_path;

@@ -11,11 +11,15 @@
 #include <uv.h>
 
 static const char usage_text[] =
-    "usage: narcache-server (--cache DIR | --nix-store [STORE_DIR]) [options]\n"
+    "usage: narcache-server (--cache DIR | --s3 URL | --nix-store [STORE_DIR]) [options]\n"
     "\n"
     "Serve a Nix binary cache over HTTP/1.1.\n"
     "\n"
     "  --cache DIR             a binary-cache directory (as `nix copy --to file://DIR` writes)\n"
+    "  --s3 URL                an S3 bucket laid out the same way (nix copy --to s3://):\n"
+    "                          s3://BUCKET[/PREFIX][?endpoint=URL&region=R&addressing=path|virtual]\n"
+    "                          credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY\n"
+    "                          (AWS_SESSION_TOKEN) or ~/.aws/credentials (AWS_PROFILE)\n"
     "  --nix-store [DIR]       the local Nix store (default /nix/store), NARs made on the fly\n"
     "  --db PATH               Nix database of --nix-store (default /nix/var/nix/db/db.sqlite)\n"
     "  --listen ADDR           HOST:PORT, [V6]:PORT or unix:PATH; repeatable\n"
@@ -34,7 +38,7 @@ static const char usage_text[] =
     "  --log-format text|json  log lines on stderr (default text)\n"
     "  --access-log            log every request\n"
     "\n"
-    "Uploads (nix copy --to 'http://HOST:PORT?compression=zstd'), to --cache only:\n"
+    "Uploads (nix copy --to 'http://HOST:PORT?compression=zstd'), to --cache or --s3:\n"
     "  --upload-token-file F   tokens, one per line: NAME read|write TOKEN (# comments);\n"
     "                          enables uploads; reloaded on SIGHUP. Clients send a token\n"
     "                          as 'Authorization: Bearer TOKEN' or as the netrc password\n"
@@ -118,6 +122,8 @@ static int parse_args(int argc, char **argv, daemon_options *o) {
       exit(0);
     } else if ((v = option_value(argc, argv, &i, "--cache", &missing)) != NULL) {
       o->cache_dir = v;
+    } else if ((v = option_value(argc, argv, &i, "--s3", &missing)) != NULL) {
+      o->s3_url = v;
     } else if (strcmp(argv[i], "--nix-store") == 0 || strncmp(argv[i], "--nix-store=", 12) == 0) {
       o->nix_store = 1;
       if (argv[i][11] == '=')
@@ -204,13 +210,14 @@ static int parse_args(int argc, char **argv, daemon_options *o) {
       return -1;
     }
   }
-  if ((o->cache_dir != NULL) == (o->nix_store != 0))
-    return daemon_usage_error("give exactly one of --cache DIR and --nix-store");
+  if ((o->cache_dir != NULL) + (o->s3_url != NULL) + (o->nix_store != 0) != 1)
+    return daemon_usage_error("give exactly one of --cache DIR, --s3 URL and --nix-store");
   if (o->sign_uploads && o->n_key_files == 0)
     return daemon_usage_error("--sign-uploads needs a --key-file");
   if (o->private_cache && o->token_file == NULL)
     return daemon_usage_error("--private needs --upload-token-file (the tokens that may read)");
-  if (o->token_file != NULL && o->cache_dir != NULL && o->n_trusted_keys == 0 && !o->sign_uploads)
+  if (o->token_file != NULL && (o->cache_dir != NULL || o->s3_url != NULL) &&
+      o->n_trusted_keys == 0 && !o->sign_uploads)
     return daemon_usage_error("uploads need --trusted-key or --sign-uploads "
                               "(no narinfo could be accepted otherwise)");
   return 0;

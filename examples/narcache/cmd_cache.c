@@ -17,7 +17,8 @@
 #include <unistd.h>
 
 static const char cache_usage_text[] =
-    "usage: narcache cache add --to DIR --key-file SECRET_FILE [--key-file ...]\n"
+    "usage: narcache cache add --to DIR|s3://BUCKET[/PREFIX][?endpoint=URL&region=R]\n"
+    "                          --key-file SECRET_FILE [--key-file ...]\n"
     "                          [--compression zstd|none] [--level N] [--jobs N]\n"
     "                          [--closure] [--store-dir DIR] [--db PATH] PATH...\n"
     "\n"
@@ -30,6 +31,9 @@ static const char cache_usage_text[] =
     "from the tree and its references are found by scanning it for the hash\n"
     "parts of the paths in the store directory, as Nix does (--closure does\n"
     "not follow those).\n"
+    "An s3:// destination is a bucket laid out the same way (nix copy --to\n"
+    "s3://...); credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY\n"
+    "(AWS_SESSION_TOKEN) or ~/.aws/credentials (AWS_PROFILE).\n"
     "--compression  zstd (default) or none;  --level  zstd level (default 3)\n"
     "--jobs         paths copied in parallel (default: one per CPU that other\n"
     "               processes leave free, measured over the first 0.1 s)\n"
@@ -577,13 +581,38 @@ static int parse_cache_options(int argc, char **argv, cache_options *o) {
   return 0;
 }
 
+/* An s3:// destination: credentials and endpoint checked before any work. */
+static int open_s3(narcache_store **dst, const char *url) {
+  char error[512] = "";
+  narcache_s3_options so = {.version = NARCACHE_S3_OPTIONS_VERSION,
+                            .url = url,
+                            .flags = NARCACHE_STORE_S3_WRITABLE,
+                            .error = error,
+                            .error_size = sizeof error};
+  int rc = narcache_store_s3_new(dst, &so);
+  if (rc == 0 && (rc = narcache_store_s3_check(*dst, error, sizeof error)) < 0) {
+    narcache_store_free(*dst);
+    *dst = NULL;
+  }
+  if (rc < 0)
+    cli_error("%s", error[0] ? error : narcache_strerror(rc));
+  return rc;
+}
+
 /* Open the destination, creating it (and nix-cache-info) as Nix does. */
 static int open_destination(narcache_store **dst, const cache_options *o) {
-  if (mkdir(o->to, 0755) < 0 && errno != EEXIST) {
-    cli_error("%s: %s", o->to, strerror(errno));
-    return -1;
+  int rc;
+  if (strncmp(o->to, "s3://", 5) == 0) {
+    if (open_s3(dst, o->to) < 0)
+      return -1;
+    rc = 0;
+  } else {
+    if (mkdir(o->to, 0755) < 0 && errno != EEXIST) {
+      cli_error("%s: %s", o->to, strerror(errno));
+      return -1;
+    }
+    rc = narcache_store_dir_new(dst, o->to, NARCACHE_STORE_DIR_WRITABLE | NARCACHE_STORE_DIR_BATCH);
   }
-  int rc = narcache_store_dir_new(dst, o->to, NARCACHE_STORE_DIR_WRITABLE | NARCACHE_STORE_DIR_BATCH);
   if (rc == 0)
     rc = narcache_store_set_store_dir(*dst, o->store_dir);
   if (rc == 0 && !exists(*dst, NARCACHE_OBJECT_CACHE_INFO, "")) {

@@ -26,7 +26,7 @@ static const char usage_text[] =
     "                             sign narinfo files in place\n"
     "  narinfo verify --trusted-key NAME:BASE64... [--store-dir DIR] FILE...\n"
     "                             check narinfo signatures (also --trusted-key-file)\n"
-    "  cache add --to DIR --key-file F [--compression zstd|none] [--jobs N] [--closure] PATH...\n"
+    "  cache add --to DIR|s3://BUCKET --key-file F [--compression zstd|none] [--jobs N] [--closure] PATH...\n"
     "                             write store paths into a binary-cache directory\n"
     "  version\n"
     "\n"

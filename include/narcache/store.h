@@ -294,6 +294,94 @@ typedef struct narcache_nixstore_options {
 NARCACHE_API NARCACHE_NODISCARD int narcache_store_nixstore_new(
     narcache_store **out, const narcache_nixstore_options *options);
 
+/* ------------------------------------------------------------------------ */
+/* Built-in backend: an S3-compatible bucket                                 */
+/* ------------------------------------------------------------------------ */
+
+#define NARCACHE_STORE_S3_WRITABLE 1u     /* accept uploads */
+#define NARCACHE_STORE_S3_NO_CACHE 2u     /* no narinfo cache (every open asks S3) */
+#define NARCACHE_STORE_S3_INSECURE_TLS 4u /* https without certificate checks (tests) */
+
+#define NARCACHE_S3_ADDRESSING_PATH 1    /* https://HOST/BUCKET/KEY */
+#define NARCACHE_S3_ADDRESSING_VIRTUAL 2 /* https://BUCKET.HOST/KEY */
+
+#define NARCACHE_S3_OPTIONS_VERSION 1
+
+/** Options of narcache_store_s3_new(). Zero-initialise, set `version`, then
+ *  either `url` or `bucket` (fields set here override the URL's). Strings
+ *  are copied; none need outlive the call. 0 means "the default" for every
+ *  number. */
+typedef struct narcache_s3_options {
+  uint32_t version; /* NARCACHE_S3_OPTIONS_VERSION */
+  /* "s3://BUCKET[/PREFIX][?endpoint=URL&region=R&scheme=http|https&
+   *  addressing=path|virtual&profile=P]", as Nix writes s3 store URLs;
+   *  `endpoint` may be "host:port" (then `scheme`, default https) or a URL. */
+  const char *url;
+  const char *bucket;
+  const char *prefix;   /* objects live under PREFIX/ (none by default) */
+  const char *endpoint; /* default https://s3.REGION.amazonaws.com */
+  const char *region;   /* default $AWS_REGION, $AWS_DEFAULT_REGION, us-east-1 */
+  int addressing;       /* 0: virtual for AWS, path for any other endpoint */
+  /* Credentials: these; else $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY
+   * (and $AWS_SESSION_TOKEN); else `profile` (default $AWS_PROFILE or
+   * "default") of `credentials_file` (default
+   * $AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials). */
+  const char *access_key;
+  const char *secret_key;
+  const char *session_token;
+  const char *credentials_file;
+  const char *profile;
+  unsigned flags;               /* NARCACHE_STORE_S3_* */
+  uint32_t connect_timeout_ms;  /* default 3000 */
+  uint32_t request_timeout_ms;  /* one small request, or a NAR's head; default 10000 */
+  uint32_t stall_timeout_ms;    /* a body moving no byte; default 30000 */
+  uint32_t max_attempts;        /* tries of a retryable request; default 4 (1: no retry) */
+  uint32_t cache_ttl_ms;        /* a narinfo / nix-cache-info found; default 30000 */
+  uint32_t negative_ttl_ms;     /* one found absent; default 5000 */
+  uint32_t cache_entries;       /* default 65536 */
+  uint32_t max_connections;     /* to the endpoint; default 64 */
+  uint64_t multipart_threshold; /* uploads this big or bigger go multipart; default 64 MiB */
+  uint64_t part_size;           /* 5 MiB .. 5 GiB; default 16 MiB */
+  /* On failure a message for people lands here (may be NULL). */
+  char *error;
+  size_t error_size;
+} narcache_s3_options;
+
+/** A binary cache in an S3-compatible bucket (AWS S3, Ceph RADOS Gateway,
+ *  MinIO, ...), laid out as `nix copy --to s3://BUCKET` writes it. Requests
+ *  are signed with AWS Signature Version 4 and carried by one I/O thread
+ *  per store (libcurl's multi interface on a private libuv loop) over
+ *  kept-alive connections; callbacks wait for them with the timeouts
+ *  above, so a wedged object store never hangs a caller.
+ *  Reading: narinfo and nix-cache-info are fetched whole and cached for
+ *  cache_ttl_ms (absent ones for negative_ttl_ms); our own uploads update
+ *  the cache at once. NARs, listings and logs stream with bounded memory;
+ *  a read at another offset is a ranged GET pinned to the object's ETag.
+ *  An unreachable store, a refusal of the credentials (401/403), 5xx and
+ *  429 are NARCACHE_EUNAVAIL (HTTP 503), never NARCACHE_ENOTFOUND: give the
+ *  credentials s3:ListBucket so that a missing object is a 404.
+ *  Writing (NARCACHE_STORE_S3_WRITABLE): objects up to 1 MiB are PUT at
+ *  commit with a signed payload (retried); larger ones stream in one PUT
+ *  or, from multipart_threshold on, as a multipart upload, aborted on
+ *  failure. A narinfo is checked at commit like the dir store does (its NAR
+ *  must exist: NARCACHE_ECONFLICT) and is the commit point of a path.
+ *  Nothing is sent at creation: see narcache_store_s3_check().
+ *  Thread: any thread may call the store's functions, except from inside
+ *  its own callbacks.
+ *  @return 0; NARCACHE_EINVAL (bad URL, bucket, endpoint, sizes, no
+ *          credentials: see o->error); NARCACHE_ENOMEM. */
+NARCACHE_API NARCACHE_NODISCARD int narcache_store_s3_new(narcache_store **out,
+                                                          const narcache_s3_options *o);
+
+/** Check an s3 store now: one signed HEAD of the bucket. For a clear error
+ *  at start instead of 503s later.
+ *  @return 0; NARCACHE_EBADKEY (credentials refused); NARCACHE_ENOTFOUND (no
+ *          such bucket); NARCACHE_EUNAVAIL (unreachable, or an error from
+ *          the store); NARCACHE_EINVAL (not an s3 store). `message` gets a
+ *          sentence for people (may be NULL). */
+NARCACHE_API int narcache_store_s3_check(narcache_store *store, char *message,
+                                         size_t message_size);
+
 #ifdef __cplusplus
 }
 #endif

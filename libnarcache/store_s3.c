@@ -1,0 +1,1330 @@
+/* The s3 store backend: a binary cache in an S3-compatible bucket, laid out
+ * as `nix copy --to s3://BUCKET` lays it out (PREFIX/nix-cache-info,
+ * PREFIX/<hash>.narinfo, PREFIX/nar/<file>, ...), so buckets Nix wrote are
+ * served as they are.
+ *
+ * Requests are signed with AWS Signature Version 4 (s3_sigv4.c) and carried
+ * by the store's I/O thread (s3_io.c). The callbacks below run on the
+ * caller's thread and wait, with deadlines, for the transfers they start:
+ *  - narinfo and nix-cache-info are fetched whole, with retries, and kept in
+ *    a small cache (found: cache_ttl, absent: negative_ttl) that our own
+ *    uploads update at once;
+ *  - NARs, listings and logs stream: the GET starts at open (its head gives
+ *    the size), reads take the body as it arrives, and a read elsewhere
+ *    (an HTTP Range) starts a ranged GET pinned to the same ETag;
+ *  - uploads up to 1 MiB are kept in memory and PUT at commit with a signed
+ *    payload (retried); larger ones stream in one PUT, or as a multipart
+ *    upload above the threshold, with bounded buffers. A narinfo is PUT
+ *    last, after checking that the NAR it names exists: the narinfo PUT is
+ *    the commit point, and S3 object PUTs are atomic.
+ * A store that cannot be reached, or refuses our credentials, answers
+ * NARCACHE_EUNAVAIL (HTTP 503), never NARCACHE_ENOTFOUND: a client must not
+ * cache "absent" because the object store had a bad minute. */
+#define _GNU_SOURCE
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sodium.h>
+#include <time.h>
+
+#include "common_internal.h"
+#include "narcache/narinfo.h"
+#include "narcache/store.h"
+#include "s3_internal.h"
+#include "s3_io_internal.h"
+#include "store_internal.h"
+
+#define SMALL_UPLOAD_MAX (1024 * 1024)
+#define METADATA_MAX NARCACHE_NARINFO_MAX_BYTES
+#define STREAM_RING (256 * 1024)
+#define MIN_PART_SIZE (5u * 1024 * 1024) /* S3's floor for all but the last part */
+#define MAX_PARTS 10000
+#define KEY_MAX 1100
+
+typedef struct s3_config {
+  char *scheme;   /* "http" or "https" */
+  char *host;     /* host[:port] of the endpoint */
+  char *bucket;
+  char *prefix;   /* "" or "dir/sub/" */
+  char *region;
+  int virtual_host;
+  int insecure_tls;
+  char *access_key, *secret_key, *session_token;
+  uint32_t connect_timeout_ms, request_timeout_ms, stall_timeout_ms, max_attempts;
+  uint32_t cache_ttl_ms, negative_ttl_ms, cache_entries, max_connections;
+  uint64_t multipart_threshold, part_size;
+  unsigned flags;
+} s3_config;
+
+/* ------------------------------------------------------------------ */
+/* The metadata cache                                                  */
+/* ------------------------------------------------------------------ */
+
+typedef struct cache_entry {
+  struct cache_entry *next; /* in its hash bucket */
+  int kind;                 /* 0: slot unused */
+  char name[40];
+  uint64_t expires_ms;
+  char *data; /* NULL: known absent */
+  size_t len;
+} cache_entry;
+
+typedef struct meta_cache {
+  pthread_mutex_t lock;
+  cache_entry *slots; /* reused in turn: the oldest insertion goes first */
+  size_t n_slots, next_victim;
+  cache_entry **buckets;
+  size_t n_buckets;
+} meta_cache;
+
+typedef struct s3_store {
+  s3_config cfg;
+  narcache__s3_io *io;
+  meta_cache cache;
+} s3_store;
+
+static int cacheable(int kind) {
+  return kind == NARCACHE_OBJECT_NARINFO || kind == NARCACHE_OBJECT_CACHE_INFO;
+}
+
+static size_t cache_hash(int kind, const char *name, size_t len) {
+  uint64_t h = 1469598103934665603ull ^ (uint64_t)kind;
+  for (size_t i = 0; i < len; i++)
+    h = (h ^ (uint8_t)name[i]) * 1099511628211ull;
+  return (size_t)h;
+}
+
+static int cache_init(meta_cache *c, uint32_t entries) {
+  if (pthread_mutex_init(&c->lock, NULL) != 0)
+    return NARCACHE_ENOMEM;
+  c->n_slots = entries;
+  c->n_buckets = entries > 0 ? (size_t)entries * 2 : 1;
+  c->slots = narcache__calloc(c->n_slots ? c->n_slots : 1, sizeof *c->slots);
+  c->buckets = narcache__calloc(c->n_buckets, sizeof *c->buckets);
+  return c->slots != NULL && c->buckets != NULL ? NARCACHE_OK : NARCACHE_ENOMEM;
+}
+
+static void cache_destroy(meta_cache *c) {
+  for (size_t i = 0; c->slots != NULL && i < c->n_slots; i++)
+    narcache__free(c->slots[i].data);
+  narcache__free(c->slots);
+  narcache__free(c->buckets);
+  pthread_mutex_destroy(&c->lock);
+}
+
+static cache_entry **cache_find_locked(meta_cache *c, int kind, const char *name, size_t len) {
+  cache_entry **p = &c->buckets[cache_hash(kind, name, len) % c->n_buckets];
+  for (; *p != NULL; p = &(*p)->next)
+    if ((*p)->kind == kind && strlen((*p)->name) == len && memcmp((*p)->name, name, len) == 0)
+      return p;
+  return p;
+}
+
+/* 1 with a copy in *data (NULL: known absent), 0 if not cached or expired. */
+static int cache_get(meta_cache *c, int kind, const char *name, size_t len, char **data,
+                     size_t *data_len, int *present) {
+  if (c->n_slots == 0 || !cacheable(kind) || len >= sizeof c->slots[0].name)
+    return 0;
+  int hit = 0;
+  pthread_mutex_lock(&c->lock);
+  cache_entry *e = *cache_find_locked(c, kind, name, len);
+  if (e != NULL && e->expires_ms > narcache__s3_now_ms()) {
+    *present = e->data != NULL;
+    *data = NULL;
+    *data_len = 0;
+    hit = 1;
+    if (e->data != NULL) {
+      *data = narcache__malloc(e->len + 1);
+      if (*data == NULL) {
+        hit = 0;
+      } else {
+        memcpy(*data, e->data, e->len + 1);
+        *data_len = e->len;
+      }
+    }
+  }
+  pthread_mutex_unlock(&c->lock);
+  return hit;
+}
+
+static void cache_unlink_locked(meta_cache *c, cache_entry *e) {
+  cache_entry **p = cache_find_locked(c, e->kind, e->name, strlen(e->name));
+  if (*p == e)
+    *p = e->next;
+  narcache__free(e->data);
+  memset(e, 0, sizeof *e);
+}
+
+/* Remember `data` (NULL: absent) for ttl_ms. Best effort: no memory, no entry. */
+static void cache_put(meta_cache *c, int kind, const char *name, size_t len, const char *data,
+                      size_t data_len, uint32_t ttl_ms) {
+  if (c->n_slots == 0 || !cacheable(kind) || len >= sizeof c->slots[0].name)
+    return;
+  char *copy = NULL;
+  if (data != NULL) {
+    if ((copy = narcache__malloc(data_len + 1)) == NULL)
+      return;
+    memcpy(copy, data, data_len);
+    copy[data_len] = '\0';
+  }
+  pthread_mutex_lock(&c->lock);
+  cache_entry **p = cache_find_locked(c, kind, name, len);
+  cache_entry *e = *p;
+  if (e == NULL) {
+    e = &c->slots[c->next_victim];
+    c->next_victim = (c->next_victim + 1) % c->n_slots;
+    if (e->kind != 0)
+      cache_unlink_locked(c, e);
+    p = cache_find_locked(c, kind, name, len); /* the chain may have changed */
+    e->kind = kind;
+    memcpy(e->name, name, len);
+    e->name[len] = '\0';
+    e->next = NULL;
+    *p = e;
+  } else {
+    narcache__free(e->data);
+  }
+  e->data = copy;
+  e->len = data_len;
+  e->expires_ms = narcache__s3_now_ms() + ttl_ms;
+  pthread_mutex_unlock(&c->lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* Requests                                                            */
+/* ------------------------------------------------------------------ */
+
+/* "nar/abc.nar.xz" for a NAR, "<hash>.narinfo", ... without the prefix. */
+static int object_key(char *out, size_t size, int kind, const char *name, size_t len) {
+  int n;
+  switch (kind) {
+  case NARCACHE_OBJECT_CACHE_INFO: n = snprintf(out, size, "nix-cache-info"); break;
+  case NARCACHE_OBJECT_NARINFO: n = snprintf(out, size, "%.*s.narinfo", (int)len, name); break;
+  case NARCACHE_OBJECT_LISTING: n = snprintf(out, size, "%.*s.ls", (int)len, name); break;
+  case NARCACHE_OBJECT_NAR: n = snprintf(out, size, "nar/%.*s", (int)len, name); break;
+  case NARCACHE_OBJECT_LOG: n = snprintf(out, size, "log/%.*s", (int)len, name); break;
+  default: return NARCACHE_EINVAL;
+  }
+  return n > 0 && (size_t)n < size ? NARCACHE_OK : NARCACHE_ENOTFOUND;
+}
+
+typedef struct s3_call {
+  const char *method;
+  const char *key;   /* object key below the prefix; NULL: the bucket itself */
+  const char *query; /* canonically encoded, or NULL */
+  const narcache__s3_field *extra;
+  size_t n_extra;
+  const void *body; /* NULL with body_size > 0: streamed */
+  uint64_t body_size;
+  const char *payload_hash; /* NULL: UNSIGNED-PAYLOAD */
+  size_t response_buffer;
+  uint32_t total_timeout_ms;
+} s3_call;
+
+static int slist_add(struct curl_slist **list, const char *name, const char *value) {
+  char line[4096];
+  int n = snprintf(line, sizeof line, "%s: %s", name, value);
+  if (n < 0 || (size_t)n >= sizeof line)
+    return NARCACHE_EINVAL;
+  struct curl_slist *l = curl_slist_append(*list, line);
+  if (l == NULL)
+    return NARCACHE_ENOMEM;
+  *list = l;
+  return NARCACHE_OK;
+}
+
+/* Sign and start one request. */
+static int s3_start(s3_store *s, const s3_call *call, narcache__s3_xfer **out) {
+  const s3_config *cfg = &s->cfg;
+  char host[512], raw_path[KEY_MAX + 300];
+  int n = cfg->virtual_host ? snprintf(host, sizeof host, "%s.%s", cfg->bucket, cfg->host)
+                            : snprintf(host, sizeof host, "%s", cfg->host);
+  if (n < 0 || (size_t)n >= sizeof host)
+    return NARCACHE_EINVAL;
+  const char *key = call->key != NULL ? call->key : "";
+  n = cfg->virtual_host
+          ? snprintf(raw_path, sizeof raw_path, "/%s%s", call->key ? cfg->prefix : "", key)
+          : snprintf(raw_path, sizeof raw_path, "/%s%s%s%s", cfg->bucket, call->key ? "/" : "",
+                     call->key ? cfg->prefix : "", key);
+  if (n < 0 || (size_t)n >= sizeof raw_path)
+    return NARCACHE_ENOTFOUND;
+
+  narcache__sigv4_scope scope = {.access_key = cfg->access_key,
+                                 .secret_key = cfg->secret_key,
+                                 .region = cfg->region,
+                                 .service = "s3"};
+  narcache__sigv4_amz_date(scope.amz_date, time(NULL));
+  const char *payload = call->payload_hash ? call->payload_hash : "UNSIGNED-PAYLOAD";
+  narcache__s3_field fields[12];
+  size_t nf = 0;
+  fields[nf++] = (narcache__s3_field){"Host", 4, host, strlen(host)};
+  fields[nf++] = (narcache__s3_field){"x-amz-date", 10, scope.amz_date, 16};
+  fields[nf++] = (narcache__s3_field){"x-amz-content-sha256", 20, payload, strlen(payload)};
+  if (cfg->session_token != NULL)
+    fields[nf++] = (narcache__s3_field){"x-amz-security-token", 20, cfg->session_token,
+                                        strlen(cfg->session_token)};
+  for (size_t i = 0; i < call->n_extra && nf < 12; i++)
+    fields[nf++] = call->extra[i];
+  narcache__sigv4_request req = {.method = call->method,
+                                 .path = raw_path,
+                                 .path_len = strlen(raw_path),
+                                 .query = call->query,
+                                 .query_len = call->query ? strlen(call->query) : 0,
+                                 .headers = fields,
+                                 .n_headers = nf,
+                                 .payload_hash = payload};
+  narcache__buf auth = {0}, url = {0};
+  int rc = narcache__sigv4_authorization(&auth, &req, &scope);
+  if (rc == 0 && (narcache__buf_append_str(&url, cfg->scheme) != 0 ||
+                  narcache__buf_append_str(&url, "://") != 0 ||
+                  narcache__buf_append_str(&url, host) != 0 ||
+                  narcache__sigv4_uri_encode(&url, raw_path, strlen(raw_path), 1) != 0 ||
+                  (call->query != NULL && (narcache__buf_append(&url, "?", 1) != 0 ||
+                                           narcache__buf_append_str(&url, call->query) != 0)) ||
+                  narcache__buf_append(&url, "", 1) != 0))
+    rc = NARCACHE_ENOMEM;
+  struct curl_slist *headers = NULL;
+  for (size_t i = 0; rc == 0 && i < nf; i++) {
+    char name[64], value[2048];
+    if (fields[i].name_len >= sizeof name || fields[i].value_len >= sizeof value) {
+      rc = NARCACHE_EINVAL;
+      break;
+    }
+    memcpy(name, fields[i].name, fields[i].name_len);
+    name[fields[i].name_len] = '\0';
+    memcpy(value, fields[i].value, fields[i].value_len);
+    value[fields[i].value_len] = '\0';
+    rc = slist_add(&headers, name, value);
+  }
+  if (rc == 0)
+    rc = slist_add(&headers, "Authorization", auth.data);
+  if (rc == 0) { /* no 100-continue round trip, no form content type */
+    struct curl_slist *l = curl_slist_append(headers, "Expect:");
+    if (l != NULL && call->body_size > 0 && strcmp(call->method, "POST") == 0 &&
+        (l = curl_slist_append(l, "Content-Type: application/xml")) == NULL)
+      rc = NARCACHE_ENOMEM;
+    else if (l == NULL)
+      rc = NARCACHE_ENOMEM;
+    else
+      headers = l;
+  }
+  if (rc == 0) {
+    narcache__s3_request r = {.method = call->method,
+                              .url = url.data,
+                              .body = call->body,
+                              .body_size = call->body_size,
+                              .request_buffer = STREAM_RING,
+                              .response_buffer = call->response_buffer,
+                              .connect_timeout_ms = cfg->connect_timeout_ms,
+                              .stall_timeout_ms = cfg->stall_timeout_ms,
+                              .total_timeout_ms = call->total_timeout_ms,
+                              .insecure_tls = cfg->insecure_tls};
+    rc = narcache__s3_xfer_start(out, s->io, &r, headers);
+    headers = NULL;
+  }
+  curl_slist_free_all(headers);
+  narcache__buf_free(&auth);
+  narcache__buf_free(&url);
+  return rc;
+}
+
+/* What an error status means to a caller of the store. */
+static int status_result(long status) {
+  if (status == 404)
+    return NARCACHE_ENOTFOUND;
+  if (status == 401 || status == 403 || status == 408 || status == 429 || status >= 500)
+    return NARCACHE_EUNAVAIL; /* never "absent": see the top of the file */
+  return NARCACHE_EIO;
+}
+
+static int retryable(int rc, long status) {
+  return rc == NARCACHE_EUNAVAIL && status != 401 && status != 403;
+}
+
+/* Sleep before attempt `attempt` (1, 2, ...): 50 ms doubling, with jitter,
+ * at least what Retry-After asked (capped at 2 s). */
+static void backoff(uint32_t attempt, uint32_t retry_after_s) {
+  uint64_t ms = 50u << (attempt < 6 ? attempt - 1 : 5);
+  ms += randombytes_uniform((uint32_t)ms);
+  if (retry_after_s > 0 && ms < (uint64_t)retry_after_s * 1000u)
+    ms = (uint64_t)retry_after_s * 1000u;
+  if (ms > 2000)
+    ms = 2000;
+  struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+  }
+}
+
+/* One whole exchange with a body in memory either way: the response body
+ * (up to `max` bytes, 200 only) lands in *body if `body` is not NULL.
+ * Retried on 5xx, 429, timeouts and failed connections. 0 when the
+ * response was 2xx; else the mapped status (ENOTFOUND, EUNAVAIL, EIO). */
+static int s3_exchange(s3_store *s, const s3_call *call, size_t max, char **body,
+                       size_t *body_len, long *status_out, narcache__s3_head *head_out) {
+  if (body != NULL) {
+    *body = NULL;
+    *body_len = 0;
+  }
+  int rc = NARCACHE_EUNAVAIL;
+  long status = 0;
+  for (uint32_t attempt = 1; attempt <= s->cfg.max_attempts; attempt++) {
+    narcache__s3_xfer *x = NULL;
+    narcache__s3_head head = {0};
+    status = 0;
+    uint64_t deadline = narcache__s3_now_ms() + s->cfg.request_timeout_ms;
+    rc = s3_start(s, call, &x);
+    if (rc < 0)
+      return rc;
+    narcache__buf got = {0};
+    rc = narcache__s3_xfer_wait_head(x, deadline, &status);
+    if (rc == 0) {
+      narcache__s3_xfer_head(x, &head);
+      if (status >= 200 && status < 300 && body != NULL) {
+        uint8_t chunk[16384];
+        size_t n = 0;
+        while ((rc = narcache__s3_xfer_read(x, chunk, sizeof chunk, &n, deadline)) == 0 && n > 0) {
+          if (got.len + n > max) {
+            rc = NARCACHE_ELIMIT;
+            break;
+          }
+          if (narcache__buf_append(&got, chunk, n) != 0) {
+            rc = NARCACHE_EUNAVAIL;
+            break;
+          }
+        }
+      } else if (rc == 0) {
+        rc = narcache__s3_xfer_wait_done(x, deadline, &status);
+      }
+    }
+    if (rc == 0 && (status < 200 || status >= 300))
+      rc = status_result(status);
+    narcache__s3_xfer_free(x);
+    if (rc == 0) {
+      if (body != NULL && narcache__buf_take(&got, body, body_len) != 0)
+        rc = NARCACHE_EUNAVAIL;
+      if (head_out != NULL)
+        *head_out = head;
+      break;
+    }
+    narcache__buf_free(&got);
+    if (!retryable(rc, status) || attempt == s->cfg.max_attempts ||
+        (call->body_size > 0 && call->body == NULL)) /* a stream cannot be sent again */
+      break;
+    backoff(attempt, head.retry_after_s);
+  }
+  if (status_out != NULL)
+    *status_out = status;
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading                                                             */
+/* ------------------------------------------------------------------ */
+
+typedef struct s3_reader {
+  s3_store *s;
+  char key[KEY_MAX];
+  char etag[96];
+  uint64_t size;
+  uint64_t pos; /* where the running GET's next byte is */
+  narcache__s3_xfer *x;
+} s3_reader;
+
+static void s3_reader_close(void *ctx) {
+  s3_reader *r = ctx;
+  narcache__s3_xfer_free(r->x);
+  narcache__free(r);
+}
+
+/* Start a GET of the object from `offset` on; wait for its head. */
+static int s3_reader_start(s3_reader *r, uint64_t offset) {
+  char range[64];
+  narcache__s3_field extra[2];
+  size_t n_extra = 0;
+  if (offset > 0) {
+    snprintf(range, sizeof range, "bytes=%llu-", (unsigned long long)offset);
+    extra[n_extra++] = (narcache__s3_field){"Range", 5, range, strlen(range)};
+    if (r->etag[0] != '\0') /* the same object, or nothing */
+      extra[n_extra++] = (narcache__s3_field){"If-Match", 8, r->etag, strlen(r->etag)};
+  }
+  s3_call call = {.method = "GET",
+                  .key = r->key,
+                  .extra = extra,
+                  .n_extra = n_extra,
+                  .response_buffer = STREAM_RING};
+  int rc = NARCACHE_EUNAVAIL;
+  long status = 0;
+  narcache__s3_head head = {0};
+  for (uint32_t attempt = 1; attempt <= r->s->cfg.max_attempts; attempt++) {
+    narcache__s3_xfer_free(r->x);
+    r->x = NULL;
+    rc = s3_start(r->s, &call, &r->x);
+    if (rc < 0)
+      return rc;
+    uint64_t deadline = narcache__s3_now_ms() + r->s->cfg.request_timeout_ms;
+    rc = narcache__s3_xfer_wait_head(r->x, deadline, &status);
+    if (rc == 0 && status != (offset > 0 ? 206 : 200))
+      rc = status == 412 || status == 416 || (offset > 0 && status == 200) ? NARCACHE_EIO
+                                                                           : status_result(status);
+    if (rc == 0 || !retryable(rc, status) || attempt == r->s->cfg.max_attempts)
+      break;
+    narcache__s3_xfer_head(r->x, &head);
+    backoff(attempt, head.retry_after_s);
+  }
+  if (rc < 0) {
+    narcache__s3_xfer_free(r->x);
+    r->x = NULL;
+    return rc;
+  }
+  narcache__s3_xfer_head(r->x, &head);
+  if (offset == 0) {
+    if (head.content_length == UINT64_MAX) { /* the size must be known first */
+      narcache__s3_xfer_free(r->x);
+      r->x = NULL;
+      return NARCACHE_EIO;
+    }
+    r->size = head.content_length;
+    memcpy(r->etag, head.etag, sizeof r->etag);
+  } else if (head.content_length != r->size - offset) {
+    narcache__s3_xfer_free(r->x);
+    r->x = NULL;
+    return NARCACHE_EIO; /* the object changed under us */
+  }
+  r->pos = offset;
+  return NARCACHE_OK;
+}
+
+static int s3_reader_read(void *ctx, uint64_t offset, void *buf, size_t len, size_t *got) {
+  s3_reader *r = ctx;
+  *got = 0;
+  if (offset >= r->size || len == 0)
+    return NARCACHE_OK;
+  if (r->x == NULL || offset != r->pos) {
+    int rc = s3_reader_start(r, offset);
+    if (rc < 0)
+      return rc == NARCACHE_ENOTFOUND ? NARCACHE_EIO : rc;
+  }
+  uint64_t left = r->size - offset;
+  if (len > left)
+    len = (size_t)left;
+  uint64_t deadline = narcache__s3_now_ms() + r->s->cfg.stall_timeout_ms;
+  int rc = narcache__s3_xfer_read(r->x, buf, len, got, deadline);
+  if (rc == 0 && *got == 0)
+    rc = NARCACHE_EIO; /* shorter than its Content-Length */
+  if (rc < 0) {
+    narcache__s3_xfer_free(r->x);
+    r->x = NULL;
+    *got = 0;
+    return rc == NARCACHE_EUNAVAIL ? NARCACHE_EUNAVAIL : NARCACHE_EIO;
+  }
+  r->pos += *got;
+  return NARCACHE_OK;
+}
+
+static int s3_open_small(s3_store *s, int kind, const char *name, size_t len, const char *key,
+                         narcache_reader *out) {
+  char *data = NULL;
+  size_t data_len = 0;
+  int present = 0;
+  if (cache_get(&s->cache, kind, name, len, &data, &data_len, &present)) {
+    if (!present)
+      return NARCACHE_ENOTFOUND;
+  } else {
+    s3_call call = {.method = "GET", .key = key, .total_timeout_ms = s->cfg.request_timeout_ms};
+    int rc = s3_exchange(s, &call, METADATA_MAX, &data, &data_len, NULL, NULL);
+    if (rc == NARCACHE_ENOTFOUND) {
+      cache_put(&s->cache, kind, name, len, NULL, 0, s->cfg.negative_ttl_ms);
+      return rc;
+    }
+    if (rc < 0)
+      return rc == NARCACHE_ELIMIT ? NARCACHE_EIO : rc;
+    cache_put(&s->cache, kind, name, len, data, data_len, s->cfg.cache_ttl_ms);
+  }
+  int rc = narcache_reader_init_memory(out, data, data_len);
+  narcache__free(data);
+  return rc < 0 ? NARCACHE_EUNAVAIL : rc;
+}
+
+static int s3_open(void *ctx, int kind, const char *name, size_t len, narcache_reader *out) {
+  s3_store *s = ctx;
+  char key[KEY_MAX];
+  int rc = object_key(key, sizeof key, kind, name, len);
+  if (rc < 0)
+    return rc;
+  if (cacheable(kind))
+    return s3_open_small(s, kind, name, len, key, out);
+  s3_reader *r = narcache__calloc(1, sizeof *r);
+  if (r == NULL)
+    return NARCACHE_EUNAVAIL;
+  r->s = s;
+  memcpy(r->key, key, sizeof key);
+  rc = s3_reader_start(r, 0);
+  if (rc < 0) {
+    s3_reader_close(r);
+    return rc;
+  }
+  out->size = r->size;
+  out->fd = -1;
+  out->read = s3_reader_read;
+  out->close = s3_reader_close;
+  out->ctx = r;
+  return NARCACHE_OK;
+}
+
+/* Cheap and signed: a HEAD of nix-cache-info. Present or absent both prove
+ * the store answers. */
+static int s3_probe(void *ctx) {
+  s3_store *s = ctx;
+  s3_call call = {.method = "HEAD", .key = "nix-cache-info",
+                  .total_timeout_ms = s->cfg.request_timeout_ms};
+  long status = 0;
+  int rc = s3_exchange(s, &call, 0, NULL, NULL, &status, NULL);
+  return rc == 0 || rc == NARCACHE_ENOTFOUND ? NARCACHE_OK : rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Uploads                                                             */
+/* ------------------------------------------------------------------ */
+
+enum { UPLOAD_MEMORY, UPLOAD_STREAM, UPLOAD_MULTIPART };
+
+typedef struct s3_upload {
+  s3_store *s;
+  int kind;
+  int mode;
+  char name[300];
+  size_t name_len;
+  char key[KEY_MAX];
+  uint64_t size, written;
+  narcache__buf memory;
+  narcache__s3_xfer *x; /* the running PUT (of the object, or of a part) */
+  char *upload_id;      /* multipart */
+  uint32_t part_number;
+  uint64_t part_left;
+  narcache__buf parts_xml;
+} s3_upload;
+
+/* The text between <tag> and </tag> in `xml`, into `out`. */
+static int xml_text(const char *xml, const char *tag, char *out, size_t size) {
+  char open[64], close[64];
+  snprintf(open, sizeof open, "<%s>", tag);
+  snprintf(close, sizeof close, "</%s>", tag);
+  const char *a = strstr(xml, open);
+  const char *b = a != NULL ? strstr(a, close) : NULL;
+  if (b == NULL)
+    return 0;
+  a += strlen(open);
+  if ((size_t)(b - a) >= size)
+    return 0;
+  memcpy(out, a, (size_t)(b - a));
+  out[b - a] = '\0';
+  return 1;
+}
+
+static int start_multipart(s3_upload *up) {
+  s3_call call = {.method = "POST", .key = up->key, .query = "uploads",
+                  .total_timeout_ms = up->s->cfg.request_timeout_ms};
+  char *body = NULL;
+  size_t len = 0;
+  int rc = s3_exchange(up->s, &call, 65536, &body, &len, NULL, NULL);
+  char id[1024];
+  if (rc == 0 && !xml_text(body, "UploadId", id, sizeof id))
+    rc = NARCACHE_EIO;
+  narcache__buf enc = {0};
+  if (rc == 0 && narcache__sigv4_uri_encode(&enc, id, strlen(id), 0) != 0)
+    rc = NARCACHE_EUNAVAIL;
+  if (rc == 0 && narcache__buf_take(&enc, &up->upload_id, NULL) != 0)
+    rc = NARCACHE_EUNAVAIL;
+  narcache__buf_free(&enc);
+  narcache__free(body);
+  return rc;
+}
+
+static int s3_upload_begin(void *ctx, int kind, const char *name, size_t len, uint64_t size,
+                           void **upload) {
+  s3_store *s = ctx;
+  if (!(s->cfg.flags & NARCACHE_STORE_S3_WRITABLE))
+    return NARCACHE_ENOTSUP;
+  s3_upload *up = narcache__calloc(1, sizeof *up);
+  if (up == NULL)
+    return NARCACHE_EUNAVAIL;
+  up->s = s;
+  up->kind = kind;
+  up->size = size;
+  int rc = len < sizeof up->name ? object_key(up->key, sizeof up->key, kind, name, len)
+                                 : NARCACHE_ENOTFOUND;
+  if (rc == 0) {
+    memcpy(up->name, name, len);
+    up->name_len = len;
+  }
+  if (rc == 0 && (size <= SMALL_UPLOAD_MAX || kind == NARCACHE_OBJECT_NARINFO)) {
+    up->mode = UPLOAD_MEMORY;
+    if (narcache__buf_reserve(&up->memory, (size_t)size + 1) != 0)
+      rc = NARCACHE_EUNAVAIL;
+  } else if (rc == 0 && size < s->cfg.multipart_threshold) {
+    up->mode = UPLOAD_STREAM;
+    s3_call call = {.method = "PUT", .key = up->key, .body_size = size};
+    rc = s3_start(s, &call, &up->x);
+  } else if (rc == 0) {
+    up->mode = UPLOAD_MULTIPART;
+    rc = start_multipart(up);
+  }
+  if (rc < 0) {
+    narcache__buf_free(&up->memory);
+    narcache__free(up);
+    return rc;
+  }
+  *upload = up;
+  return NARCACHE_OK;
+}
+
+/* Wait for a streamed PUT to end; keep its ETag for a part. */
+static int finish_put(s3_upload *up, char *etag, size_t etag_size) {
+  narcache__s3_xfer_end_body(up->x);
+  long status = 0;
+  uint64_t deadline = narcache__s3_now_ms() + up->s->cfg.request_timeout_ms +
+                      up->s->cfg.stall_timeout_ms;
+  int rc = narcache__s3_xfer_wait_done(up->x, deadline, &status);
+  if (rc == 0 && (status < 200 || status >= 300))
+    rc = status_result(status) == NARCACHE_ENOTFOUND ? NARCACHE_EIO : status_result(status);
+  if (rc == 0 && etag != NULL) {
+    narcache__s3_head head;
+    narcache__s3_xfer_head(up->x, &head);
+    if (head.etag[0] == '\0')
+      rc = NARCACHE_EIO;
+    snprintf(etag, etag_size, "%s", head.etag);
+  }
+  narcache__s3_xfer_free(up->x);
+  up->x = NULL;
+  return rc;
+}
+
+static int next_part(s3_upload *up) {
+  if (up->part_number == MAX_PARTS)
+    return NARCACHE_ELIMIT;
+  up->part_number++;
+  uint64_t left = up->size - up->written;
+  up->part_left = left < up->s->cfg.part_size ? left : up->s->cfg.part_size;
+  char query[1200];
+  snprintf(query, sizeof query, "partNumber=%u&uploadId=%s", up->part_number, up->upload_id);
+  s3_call call = {.method = "PUT", .key = up->key, .query = query, .body_size = up->part_left};
+  return s3_start(up->s, &call, &up->x);
+}
+
+static int end_part(s3_upload *up) {
+  char etag[96];
+  int rc = finish_put(up, etag, sizeof etag);
+  if (rc == 0) {
+    char part[256];
+    snprintf(part, sizeof part, "<Part><PartNumber>%u</PartNumber><ETag>%s</ETag></Part>",
+             up->part_number, etag);
+    if (narcache__buf_append_str(&up->parts_xml, part) != 0)
+      rc = NARCACHE_EUNAVAIL;
+  }
+  return rc;
+}
+
+static int write_multipart(s3_upload *up, const uint8_t *p, size_t len) {
+  while (len > 0) {
+    int rc = up->x == NULL ? next_part(up) : NARCACHE_OK;
+    if (rc < 0)
+      return rc;
+    size_t n = len < up->part_left ? len : (size_t)up->part_left;
+    uint64_t deadline = narcache__s3_now_ms() + up->s->cfg.stall_timeout_ms;
+    rc = narcache__s3_xfer_write(up->x, p, n, deadline);
+    if (rc < 0)
+      return rc;
+    p += n;
+    len -= n;
+    up->written += n;
+    up->part_left -= n;
+    if (up->part_left == 0 && (rc = end_part(up)) < 0)
+      return rc;
+  }
+  return NARCACHE_OK;
+}
+
+static int s3_upload_write(void *upload, const void *data, size_t len) {
+  s3_upload *up = upload;
+  if (len > up->size - up->written)
+    return NARCACHE_ELIMIT;
+  switch (up->mode) {
+  case UPLOAD_MEMORY:
+    up->written += len;
+    return narcache__buf_append(&up->memory, data, len) == 0 ? NARCACHE_OK : NARCACHE_EUNAVAIL;
+  case UPLOAD_STREAM: {
+    uint64_t deadline = narcache__s3_now_ms() + up->s->cfg.stall_timeout_ms;
+    int rc = narcache__s3_xfer_write(up->x, data, len, deadline);
+    if (rc == 0)
+      up->written += len;
+    return rc;
+  }
+  default:
+    return write_multipart(up, data, len);
+  }
+}
+
+/* A narinfo must not go public before the NAR it names (as store_dir.c). */
+static int check_nar_present(s3_upload *up) {
+  narcache_narinfo *ni = NULL;
+  int rc = narcache_narinfo_new(&ni, NULL);
+  if (rc < 0)
+    return NARCACHE_EUNAVAIL;
+  rc = narcache_narinfo_parse(ni, up->memory.data, up->memory.len);
+  size_t url_len = 0;
+  const char *url = rc == 0 ? narcache_narinfo_url(ni, &url_len) : NULL;
+  if (url != NULL && url_len > 4 && memcmp(url, "nar/", 4) == 0) {
+    const char *file = url + 4;
+    size_t file_len = url_len - 4;
+    const char *query = memchr(file, '?', file_len);
+    if (query != NULL)
+      file_len = (size_t)(query - file);
+    char key[KEY_MAX];
+    if (narcache_object_name_check(NARCACHE_OBJECT_NAR, file, file_len) < 0 ||
+        object_key(key, sizeof key, NARCACHE_OBJECT_NAR, file, file_len) < 0) {
+      rc = NARCACHE_ECONFLICT;
+    } else {
+      s3_call call = {.method = "HEAD", .key = key,
+                      .total_timeout_ms = up->s->cfg.request_timeout_ms};
+      rc = s3_exchange(up->s, &call, 0, NULL, NULL, NULL, NULL);
+      if (rc == NARCACHE_ENOTFOUND)
+        rc = NARCACHE_ECONFLICT;
+    }
+  }
+  narcache_narinfo_free(ni);
+  return rc == NARCACHE_EBADNARINFO ? NARCACHE_OK : rc;
+}
+
+static int commit_memory(s3_upload *up) {
+  int rc = up->kind == NARCACHE_OBJECT_NARINFO ? check_nar_present(up) : NARCACHE_OK;
+  if (rc < 0)
+    return rc;
+  uint8_t digest[32];
+  char payload[65];
+  crypto_hash_sha256(digest, (const uint8_t *)(up->memory.data ? up->memory.data : ""),
+                     up->memory.len);
+  for (int i = 0; i < 32; i++)
+    snprintf(payload + 2 * i, 3, "%02x", digest[i]);
+  const char *type = up->kind == NARCACHE_OBJECT_NARINFO      ? "text/x-nix-narinfo"
+                     : up->kind == NARCACHE_OBJECT_CACHE_INFO ? "text/x-nix-cache-info"
+                     : up->kind == NARCACHE_OBJECT_LISTING    ? "application/json"
+                                                              : "application/octet-stream";
+  narcache__s3_field extra[] = {{"Content-Type", 12, type, strlen(type)}};
+  s3_call call = {.method = "PUT", .key = up->key, .extra = extra, .n_extra = 1,
+                  .body = up->memory.data ? up->memory.data : "", .body_size = up->memory.len,
+                  .payload_hash = payload, .total_timeout_ms = up->s->cfg.request_timeout_ms};
+  /* A body of 0 bytes must still be a PUT with a body of 0 bytes. */
+  rc = s3_exchange(up->s, &call, 0, NULL, NULL, NULL, NULL);
+  if (rc == NARCACHE_ENOTFOUND)
+    rc = NARCACHE_EIO; /* no such bucket */
+  if (rc == 0)
+    cache_put(&up->s->cache, up->kind, up->name, up->name_len, up->memory.data ? up->memory.data : "",
+              up->memory.len, up->s->cfg.cache_ttl_ms);
+  return rc;
+}
+
+static int complete_multipart(s3_upload *up) {
+  narcache__buf xml = {0};
+  int rc = NARCACHE_OK;
+  if (narcache__buf_append_str(&xml, "<CompleteMultipartUpload>") != 0 ||
+      narcache__buf_append(&xml, up->parts_xml.data, up->parts_xml.len) != 0 ||
+      narcache__buf_append_str(&xml, "</CompleteMultipartUpload>") != 0)
+    rc = NARCACHE_EUNAVAIL;
+  char query[1100];
+  snprintf(query, sizeof query, "uploadId=%s", up->upload_id);
+  uint8_t digest[32];
+  char payload[65];
+  crypto_hash_sha256(digest, (const uint8_t *)xml.data, xml.len);
+  for (int i = 0; i < 32; i++)
+    snprintf(payload + 2 * i, 3, "%02x", digest[i]);
+  char *body = NULL;
+  size_t len = 0;
+  if (rc == 0) {
+    /* A long one: S3 may take a while to assemble big objects. */
+    s3_call call = {.method = "POST", .key = up->key, .query = query, .body = xml.data,
+                    .body_size = xml.len, .payload_hash = payload,
+                    .total_timeout_ms = up->s->cfg.request_timeout_ms + up->s->cfg.stall_timeout_ms};
+    rc = s3_exchange(up->s, &call, 65536, &body, &len, NULL, NULL);
+  }
+  /* S3 can answer 200 and report the failure in the body. */
+  if (rc == 0 && (body == NULL || strstr(body, "<Error>") != NULL ||
+                  strstr(body, "CompleteMultipartUploadResult") == NULL))
+    rc = NARCACHE_EIO;
+  narcache__free(body);
+  narcache__buf_free(&xml);
+  return rc;
+}
+
+static void abort_multipart(s3_upload *up) {
+  if (up->upload_id == NULL)
+    return;
+  char query[1100];
+  snprintf(query, sizeof query, "uploadId=%s", up->upload_id);
+  s3_call call = {.method = "DELETE", .key = up->key, .query = query,
+                  .total_timeout_ms = up->s->cfg.request_timeout_ms};
+  (void)s3_exchange(up->s, &call, 0, NULL, NULL, NULL, NULL);
+}
+
+static void upload_release(s3_upload *up) {
+  narcache__s3_xfer_free(up->x);
+  narcache__buf_free(&up->memory);
+  narcache__buf_free(&up->parts_xml);
+  narcache__free(up->upload_id);
+  narcache__free(up);
+}
+
+static int s3_upload_commit(void *upload) {
+  s3_upload *up = upload;
+  int rc;
+  if (up->written != up->size)
+    rc = NARCACHE_EMISUSE;
+  else if (up->mode == UPLOAD_MEMORY)
+    rc = commit_memory(up);
+  else if (up->mode == UPLOAD_STREAM)
+    rc = finish_put(up, NULL, 0);
+  else
+    rc = up->x != NULL ? end_part(up) : NARCACHE_OK;
+  if (up->mode == UPLOAD_MULTIPART) {
+    if (rc == 0)
+      rc = complete_multipart(up);
+    if (rc < 0)
+      abort_multipart(up);
+  }
+  upload_release(up);
+  return rc;
+}
+
+static void s3_upload_abort(void *upload) {
+  s3_upload *up = upload;
+  /* Cancelling a running PUT drops it: S3 keeps nothing of a PUT whose
+   * body did not arrive in full. */
+  narcache__s3_xfer_free(up->x);
+  up->x = NULL;
+  if (up->mode == UPLOAD_MULTIPART)
+    abort_multipart(up);
+  upload_release(up);
+}
+
+/* ------------------------------------------------------------------ */
+/* Configuration                                                       */
+/* ------------------------------------------------------------------ */
+
+static void set_error(const narcache_s3_options *o, const char *fmt, ...) NARCACHE_PRINTF(2, 3);
+static void set_error(const narcache_s3_options *o, const char *fmt, ...) {
+  if (o->error == NULL || o->error_size == 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(o->error, o->error_size, fmt, ap);
+  va_end(ap);
+}
+
+static char *dup_n(const char *s, size_t n) {
+  char *d = narcache__malloc(n + 1);
+  if (d != NULL) {
+    memcpy(d, s, n);
+    d[n] = '\0';
+  }
+  return d;
+}
+
+static char *dup_str(const char *s) { return s != NULL ? dup_n(s, strlen(s)) : NULL; }
+
+static void config_free(s3_config *c) {
+  char **strings[] = {&c->scheme, &c->host, &c->bucket, &c->prefix, &c->region,
+                      &c->access_key, &c->secret_key, &c->session_token};
+  for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
+    if (*strings[i] != NULL)
+      sodium_memzero(*strings[i], strlen(*strings[i]));
+    narcache__free(*strings[i]);
+    *strings[i] = NULL;
+  }
+}
+
+/* Replace *field with a copy of [s, s+n) (percent-decoded when `decode`). */
+static int set_field(char **field, const char *s, size_t n, int decode) {
+  char *d = narcache__malloc(n + 1);
+  if (d == NULL)
+    return NARCACHE_ENOMEM;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned hi, lo;
+    if (decode && s[i] == '%' && i + 2 < n && sscanf(s + i + 1, "%1x%1x", &hi, &lo) == 2) {
+      d[k++] = (char)(hi << 4 | lo);
+      i += 2;
+    } else {
+      d[k++] = s[i];
+    }
+  }
+  d[k] = '\0';
+  narcache__free(*field);
+  *field = d;
+  return NARCACHE_OK;
+}
+
+/* Parsed from the URL, then overridden by the options' own fields. */
+typedef struct url_parts {
+  char *bucket, *prefix, *endpoint, *region, *profile, *scheme, *addressing;
+} url_parts;
+
+static void url_parts_free(url_parts *u) {
+  char **all[] = {&u->bucket, &u->prefix, &u->endpoint, &u->region,
+                  &u->profile, &u->scheme, &u->addressing};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+    narcache__free(*all[i]);
+}
+
+/* s3://BUCKET[/PREFIX][?endpoint=..&region=..&scheme=..&addressing=..&profile=..] */
+static int parse_url(url_parts *u, const char *url, const narcache_s3_options *o) {
+  if (strncmp(url, "s3://", 5) != 0) {
+    set_error(o, "%s: not an s3:// URL", url);
+    return NARCACHE_EINVAL;
+  }
+  const char *p = url + 5, *q = strchr(p, '?');
+  const char *end = q != NULL ? q : p + strlen(p);
+  const char *slash = memchr(p, '/', (size_t)(end - p));
+  const char *bucket_end = slash != NULL ? slash : end;
+  int rc = set_field(&u->bucket, p, (size_t)(bucket_end - p), 0);
+  if (rc == 0 && slash != NULL)
+    rc = set_field(&u->prefix, slash + 1, (size_t)(end - slash - 1), 1);
+  while (rc == 0 && q != NULL && *q != '\0') {
+    const char *param = q + 1, *amp = strchr(param, '&');
+    const char *param_end = amp != NULL ? amp : param + strlen(param);
+    const char *eq = memchr(param, '=', (size_t)(param_end - param));
+    q = amp;
+    if (eq == NULL)
+      continue;
+    size_t name_len = (size_t)(eq - param), value_len = (size_t)(param_end - eq - 1);
+    static const char *const names[] = {"endpoint", "region", "profile", "scheme", "addressing"};
+    char **fields[] = {&u->endpoint, &u->region, &u->profile, &u->scheme, &u->addressing};
+    int known = 0;
+    for (size_t i = 0; i < 5; i++) {
+      if (strlen(names[i]) == name_len && memcmp(param, names[i], name_len) == 0) {
+        rc = set_field(fields[i], eq + 1, value_len, 1);
+        known = 1;
+      }
+    }
+    if (!known) {
+      set_error(o, "%s: unknown parameter %.*s", url, (int)name_len, param);
+      rc = NARCACHE_EINVAL;
+    }
+  }
+  return rc;
+}
+
+/* A bucket name S3 accepts (and that is safe in a host name and a path). */
+static int bucket_name_ok(const char *b) {
+  size_t n = strlen(b);
+  if (n < 3 || n > 63)
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!((b[i] >= 'a' && b[i] <= 'z') || (b[i] >= '0' && b[i] <= '9') || b[i] == '-' ||
+          b[i] == '.' || b[i] == '_' || (b[i] >= 'A' && b[i] <= 'Z')))
+      return 0;
+  return 1;
+}
+
+/* The prefix as stored: no leading '/', one trailing '/', or empty. */
+static int normalize_prefix(s3_config *c, const char *prefix) {
+  while (prefix != NULL && *prefix == '/')
+    prefix++;
+  size_t n = prefix != NULL ? strlen(prefix) : 0;
+  while (n > 0 && prefix[n - 1] == '/')
+    n--;
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)prefix[i] < 0x20 || prefix[i] == 0x7f)
+      return NARCACHE_EINVAL;
+  c->prefix = narcache__malloc(n + 2);
+  if (c->prefix == NULL)
+    return NARCACHE_ENOMEM;
+  memcpy(c->prefix, prefix ? prefix : "", n);
+  if (n > 0)
+    c->prefix[n++] = '/';
+  c->prefix[n] = '\0';
+  return NARCACHE_OK;
+}
+
+/* "http://host:port/", "host:port" (+ scheme) -> scheme and host. */
+static int parse_endpoint(s3_config *c, const char *endpoint, const char *scheme) {
+  const char *p = endpoint;
+  const char *sep = strstr(p, "://");
+  if (sep != NULL) {
+    c->scheme = dup_n(p, (size_t)(sep - p));
+    p = sep + 3;
+  } else {
+    c->scheme = dup_str(scheme != NULL ? scheme : "https");
+  }
+  size_t n = strcspn(p, "/?#");
+  c->host = dup_n(p, n);
+  if (c->scheme == NULL || c->host == NULL)
+    return NARCACHE_ENOMEM;
+  if ((strcmp(c->scheme, "http") != 0 && strcmp(c->scheme, "https") != 0) || n == 0 ||
+      strpbrk(c->host, " @\r\n\t") != NULL)
+    return NARCACHE_EINVAL;
+  return NARCACHE_OK;
+}
+
+/* [profile] sections of an AWS credentials file: aws_access_key_id,
+ * aws_secret_access_key, aws_session_token. */
+static int read_credentials_file(s3_config *c, const char *path, const char *profile) {
+  FILE *f = fopen(path, "re");
+  if (f == NULL)
+    return NARCACHE_ENOTFOUND;
+  char line[4096];
+  int in_section = 0, rc = NARCACHE_OK;
+  while (rc == 0 && fgets(line, sizeof line, f) != NULL) {
+    char *s = line;
+    while (*s == ' ' || *s == '\t')
+      s++;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t'))
+      s[--n] = '\0';
+    if (*s == '[') {
+      char *close = strchr(s, ']');
+      in_section = close != NULL && (size_t)(close - s - 1) == strlen(profile) &&
+                   memcmp(s + 1, profile, strlen(profile)) == 0;
+      continue;
+    }
+    char *eq = strchr(s, '=');
+    if (!in_section || eq == NULL || *s == '#' || *s == ';')
+      continue;
+    char *name_end = eq;
+    while (name_end > s && (name_end[-1] == ' ' || name_end[-1] == '\t'))
+      name_end--;
+    char *value = eq + 1;
+    while (*value == ' ' || *value == '\t')
+      value++;
+    size_t name_len = (size_t)(name_end - s);
+    char **field = name_len == 17 && memcmp(s, "aws_access_key_id", 17) == 0       ? &c->access_key
+                   : name_len == 21 && memcmp(s, "aws_secret_access_key", 21) == 0 ? &c->secret_key
+                   : name_len == 17 && memcmp(s, "aws_session_token", 17) == 0     ? &c->session_token
+                                                                                   : NULL;
+    if (field != NULL)
+      rc = set_field(field, value, strlen(value), 0);
+  }
+  sodium_memzero(line, sizeof line);
+  fclose(f);
+  return rc;
+}
+
+/* Options, then the environment, then the credentials file. */
+static int resolve_credentials(s3_config *c, const narcache_s3_options *o, const char *profile) {
+  if (o->access_key != NULL || o->secret_key != NULL) {
+    c->access_key = dup_str(o->access_key ? o->access_key : "");
+    c->secret_key = dup_str(o->secret_key ? o->secret_key : "");
+    c->session_token = dup_str(o->session_token);
+  } else if (getenv("AWS_ACCESS_KEY_ID") != NULL && getenv("AWS_SECRET_ACCESS_KEY") != NULL) {
+    c->access_key = dup_str(getenv("AWS_ACCESS_KEY_ID"));
+    c->secret_key = dup_str(getenv("AWS_SECRET_ACCESS_KEY"));
+    c->session_token = dup_str(getenv("AWS_SESSION_TOKEN"));
+  } else {
+    const char *path = o->credentials_file ? o->credentials_file
+                                           : getenv("AWS_SHARED_CREDENTIALS_FILE");
+    char home_path[4096];
+    if (path == NULL && getenv("HOME") != NULL) {
+      snprintf(home_path, sizeof home_path, "%s/.aws/credentials", getenv("HOME"));
+      path = home_path;
+    }
+    if (profile == NULL)
+      profile = getenv("AWS_PROFILE") ? getenv("AWS_PROFILE") : "default";
+    int rc = path != NULL ? read_credentials_file(c, path, profile) : NARCACHE_ENOTFOUND;
+    if (rc < 0 && rc != NARCACHE_ENOTFOUND)
+      return rc;
+    if (c->access_key == NULL || c->secret_key == NULL) {
+      set_error(o, "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+                   "profile [%s] in %s", profile, path ? path : "~/.aws/credentials");
+      return NARCACHE_EINVAL;
+    }
+  }
+  if (c->access_key == NULL || c->secret_key == NULL)
+    return NARCACHE_ENOMEM;
+  if (c->access_key[0] == '\0' || c->secret_key[0] == '\0' ||
+      strlen(c->secret_key) > NARCACHE__SIGV4_SECRET_MAX ||
+      strpbrk(c->access_key, "/\r\n ") != NULL) {
+    set_error(o, "S3 credentials: the access key or secret key is empty or malformed");
+    return NARCACHE_EINVAL;
+  }
+  return NARCACHE_OK;
+}
+
+static uint32_t or_default(uint32_t v, uint32_t d) { return v != 0 ? v : d; }
+
+static int configure(s3_config *c, const narcache_s3_options *o) {
+  url_parts u = {0};
+  int rc = o->url != NULL ? parse_url(&u, o->url, o) : NARCACHE_OK;
+  const char *bucket = o->bucket ? o->bucket : u.bucket;
+  const char *region = o->region ? o->region : u.region;
+  if (region == NULL)
+    region = getenv("AWS_REGION") ? getenv("AWS_REGION") : getenv("AWS_DEFAULT_REGION");
+  const char *endpoint = o->endpoint ? o->endpoint : u.endpoint;
+  if (rc == 0 && (bucket == NULL || !bucket_name_ok(bucket))) {
+    set_error(o, "S3: %s bucket name", bucket ? "invalid" : "no");
+    rc = NARCACHE_EINVAL;
+  }
+  if (rc == 0) {
+    c->bucket = dup_str(bucket);
+    c->region = dup_str(region ? region : "us-east-1");
+    rc = c->bucket && c->region ? normalize_prefix(c, o->prefix ? o->prefix : u.prefix)
+                                : NARCACHE_ENOMEM;
+    if (rc == NARCACHE_EINVAL)
+      set_error(o, "S3: invalid prefix");
+  }
+  char aws_host[256];
+  if (rc == 0 && endpoint == NULL) {
+    snprintf(aws_host, sizeof aws_host, "https://s3.%s.amazonaws.com", c->region);
+    endpoint = aws_host;
+  }
+  if (rc == 0 && (rc = parse_endpoint(c, endpoint, u.scheme)) == NARCACHE_EINVAL)
+    set_error(o, "S3: invalid endpoint %s", endpoint);
+  if (rc == 0) {
+    /* AWS itself wants virtual hosts; other servers mostly path style. */
+    c->virtual_host = endpoint == aws_host;
+    if (u.addressing != NULL)
+      c->virtual_host = strcmp(u.addressing, "virtual") == 0;
+    if (o->addressing != 0)
+      c->virtual_host = o->addressing == NARCACHE_S3_ADDRESSING_VIRTUAL;
+    if (c->virtual_host && strchr(c->bucket, '.') != NULL && strcmp(c->scheme, "https") == 0) {
+      set_error(o, "S3: a bucket name with dots needs path-style addressing over https");
+      rc = NARCACHE_EINVAL;
+    }
+  }
+  if (rc == 0)
+    rc = resolve_credentials(c, o, o->profile ? o->profile : u.profile);
+  url_parts_free(&u);
+  c->flags = o->flags;
+  c->insecure_tls = (o->flags & NARCACHE_STORE_S3_INSECURE_TLS) != 0;
+  c->connect_timeout_ms = or_default(o->connect_timeout_ms, 3000);
+  c->request_timeout_ms = or_default(o->request_timeout_ms, 10000);
+  c->stall_timeout_ms = or_default(o->stall_timeout_ms, 30000);
+  c->max_attempts = or_default(o->max_attempts, 4);
+  c->cache_ttl_ms = or_default(o->cache_ttl_ms, 30000);
+  c->negative_ttl_ms = or_default(o->negative_ttl_ms, 5000);
+  c->cache_entries = o->flags & NARCACHE_STORE_S3_NO_CACHE ? 0 : or_default(o->cache_entries, 65536);
+  c->max_connections = or_default(o->max_connections, 64);
+  c->multipart_threshold = o->multipart_threshold ? o->multipart_threshold : 64ull << 20;
+  c->part_size = o->part_size ? o->part_size : 16ull << 20;
+  if (rc == 0 && (c->part_size < MIN_PART_SIZE || c->part_size > (5ull << 30))) {
+    set_error(o, "S3: part_size must be 5 MiB .. 5 GiB");
+    rc = NARCACHE_EINVAL;
+  }
+  if (rc == 0 && c->multipart_threshold > (5ull << 30)) {
+    set_error(o, "S3: multipart_threshold must be at most 5 GiB (S3's single PUT limit)");
+    rc = NARCACHE_EINVAL;
+  }
+  if (rc == NARCACHE_ENOMEM)
+    set_error(o, "out of memory");
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Lifetime                                                            */
+/* ------------------------------------------------------------------ */
+
+/* curl_global_init is process-wide: counted, under a lock. */
+static pthread_mutex_t curl_init_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned curl_users;
+
+static int curl_acquire(void) {
+  pthread_mutex_lock(&curl_init_lock);
+  int rc = NARCACHE_OK;
+  if (curl_users == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+    rc = NARCACHE_ENOMEM;
+  if (rc == 0)
+    curl_users++;
+  pthread_mutex_unlock(&curl_init_lock);
+  return rc;
+}
+
+static void curl_release(void) {
+  pthread_mutex_lock(&curl_init_lock);
+  if (--curl_users == 0)
+    curl_global_cleanup();
+  pthread_mutex_unlock(&curl_init_lock);
+}
+
+static void s3_destroy(void *ctx) {
+  s3_store *s = ctx;
+  if (s == NULL)
+    return;
+  narcache__s3_io_free(s->io);
+  if (s->cache.slots != NULL || s->cache.buckets != NULL)
+    cache_destroy(&s->cache);
+  config_free(&s->cfg);
+  narcache__free(s);
+  curl_release();
+}
+
+int narcache_store_s3_new(narcache_store **out, const narcache_s3_options *o) {
+  if (out == NULL)
+    return NARCACHE_EINVAL;
+  *out = NULL;
+  if (o == NULL || o->version < 1 || o->version > NARCACHE_S3_OPTIONS_VERSION)
+    return NARCACHE_EINVAL;
+  if (o->error != NULL && o->error_size > 0)
+    o->error[0] = '\0';
+  s3_store *s = narcache__calloc(1, sizeof *s);
+  if (s == NULL)
+    return NARCACHE_ENOMEM;
+  if (curl_acquire() < 0) {
+    narcache__free(s);
+    return NARCACHE_ENOMEM;
+  }
+  int rc = configure(&s->cfg, o);
+  if (rc == 0)
+    rc = cache_init(&s->cache, s->cfg.cache_entries);
+  if (rc == 0)
+    rc = narcache__s3_io_new(&s->io, (long)s->cfg.max_connections);
+  if (rc < 0) {
+    s3_destroy(s);
+    return rc;
+  }
+  static const narcache_store_methods methods = {
+      .version = NARCACHE_STORE_METHODS_VERSION,
+      .open = s3_open,
+      .upload_begin = s3_upload_begin,
+      .upload_write = s3_upload_write,
+      .upload_commit = s3_upload_commit,
+      .upload_abort = s3_upload_abort,
+      .probe = s3_probe,
+      .destroy = s3_destroy,
+  };
+  narcache_store_methods m = methods;
+  if (!(s->cfg.flags & NARCACHE_STORE_S3_WRITABLE))
+    m.upload_begin = NULL, m.upload_write = NULL, m.upload_commit = NULL, m.upload_abort = NULL;
+  return narcache_store_new(out, &m, s);
+}
+
+int narcache_store_s3_check(narcache_store *store, char *message, size_t message_size) {
+  s3_store *s = narcache__store_backend(store, (const void *)s3_open);
+  if (message != NULL && message_size > 0)
+    message[0] = '\0';
+  if (s == NULL)
+    return NARCACHE_EINVAL;
+  /* A HEAD of the bucket proves endpoint, credentials, clock and bucket. */
+  s3_call call = {.method = "HEAD", .total_timeout_ms = s->cfg.request_timeout_ms};
+  long status = 0;
+  int rc = s3_exchange(s, &call, 0, NULL, NULL, &status, NULL);
+  const char *why = NULL;
+  if (rc == 0)
+    return NARCACHE_OK;
+  if (status == 403 || status == 401) {
+    rc = NARCACHE_EBADKEY;
+    why = "the credentials were refused (wrong access or secret key, or a clock far off)";
+  } else if (status == 404) {
+    rc = NARCACHE_ENOTFOUND;
+    why = "no such bucket";
+  } else if (status == 0) {
+    why = "the endpoint cannot be reached";
+  } else {
+    why = "the object store answered with an error";
+  }
+  if (message != NULL && message_size > 0)
+    snprintf(message, message_size, "s3 bucket %s at %s://%s: %s (HTTP %ld)", s->cfg.bucket,
+             s->cfg.scheme, s->cfg.host, why, status);
+  return rc;
+}
