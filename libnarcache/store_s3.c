@@ -346,18 +346,22 @@ static int retryable(int rc, long status) {
   return rc == NARCACHE_EUNAVAIL && status != 401 && status != 403;
 }
 
-/* Sleep before attempt `attempt` (1, 2, ...): 50 ms doubling, with jitter,
- * at least what Retry-After asked (capped at 2 s). */
-static void backoff(uint32_t attempt, uint32_t retry_after_s) {
+/* Sleep before attempt `attempt` + 1: 50 ms doubling, with jitter, at least
+ * what Retry-After asked (capped at 2 s). 0 (no sleep) when the pause would
+ * reach the deadline: no time is left for another try. */
+static int backoff(uint32_t attempt, uint32_t retry_after_s, uint64_t deadline_ms) {
   uint64_t ms = 50u << (attempt < 6 ? attempt - 1 : 5);
   ms += randombytes_uniform((uint32_t)ms);
   if (retry_after_s > 0 && ms < (uint64_t)retry_after_s * 1000u)
     ms = (uint64_t)retry_after_s * 1000u;
   if (ms > 2000)
     ms = 2000;
+  if (narcache__s3_now_ms() + ms + 10 >= deadline_ms)
+    return 0;
   struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
   }
+  return 1;
 }
 
 /* One whole exchange with a body in memory either way: the response body
@@ -372,11 +376,13 @@ static int s3_exchange(s3_store *s, const s3_call *call, size_t max, char **body
   }
   int rc = NARCACHE_EUNAVAIL;
   long status = 0;
+  /* One budget for all the attempts: a caller waits request_timeout_ms at
+   * most, however many tries fit in it. */
+  uint64_t deadline = narcache__s3_now_ms() + s->cfg.request_timeout_ms;
   for (uint32_t attempt = 1; attempt <= s->cfg.max_attempts; attempt++) {
     narcache__s3_xfer *x = NULL;
     narcache__s3_head head = {0};
     status = 0;
-    uint64_t deadline = narcache__s3_now_ms() + s->cfg.request_timeout_ms;
     rc = s3_start(s, call, &x);
     if (rc < 0)
       return rc;
@@ -413,9 +419,9 @@ static int s3_exchange(s3_store *s, const s3_call *call, size_t max, char **body
     }
     narcache__buf_free(&got);
     if (!retryable(rc, status) || attempt == s->cfg.max_attempts ||
-        (call->body_size > 0 && call->body == NULL)) /* a stream cannot be sent again */
+        (call->body_size > 0 && call->body == NULL) /* a stream cannot be sent again */ ||
+        !backoff(attempt, head.retry_after_s, deadline))
       break;
-    backoff(attempt, head.retry_after_s);
   }
   if (status_out != NULL)
     *status_out = status;
@@ -460,13 +466,13 @@ static int s3_reader_start(s3_reader *r, uint64_t offset) {
   int rc = NARCACHE_EUNAVAIL;
   long status = 0;
   narcache__s3_head head = {0};
+  uint64_t deadline = narcache__s3_now_ms() + r->s->cfg.request_timeout_ms;
   for (uint32_t attempt = 1; attempt <= r->s->cfg.max_attempts; attempt++) {
     narcache__s3_xfer_free(r->x);
     r->x = NULL;
     rc = s3_start(r->s, &call, &r->x);
     if (rc < 0)
       return rc;
-    uint64_t deadline = narcache__s3_now_ms() + r->s->cfg.request_timeout_ms;
     rc = narcache__s3_xfer_wait_head(r->x, deadline, &status);
     if (rc == 0 && status != (offset > 0 ? 206 : 200))
       rc = status == 412 || status == 416 || (offset > 0 && status == 200) ? NARCACHE_EIO
@@ -474,7 +480,8 @@ static int s3_reader_start(s3_reader *r, uint64_t offset) {
     if (rc == 0 || !retryable(rc, status) || attempt == r->s->cfg.max_attempts)
       break;
     narcache__s3_xfer_head(r->x, &head);
-    backoff(attempt, head.retry_after_s);
+    if (!backoff(attempt, head.retry_after_s, deadline))
+      break;
   }
   if (rc < 0) {
     narcache__s3_xfer_free(r->x);
