@@ -325,9 +325,13 @@ static void make_server(void) {
   CHECK(big_nar_fd >= 0);
   CHECK(write(big_nar_fd, big_nar, sizeof big_nar) == (ssize_t)sizeof big_nar);
 
-  static const narcache_store_methods methods = {
-      NARCACHE_STORE_METHODS_VERSION, mem_open,  mem_upload_begin, mem_upload_write,
-      mem_upload_commit,              mem_upload_abort, mem_probe, NULL, NULL};
+  static const narcache_store_methods methods = {.version = NARCACHE_STORE_METHODS_VERSION,
+                                                 .open = mem_open,
+                                                 .upload_begin = mem_upload_begin,
+                                                 .upload_write = mem_upload_write,
+                                                 .upload_commit = mem_upload_commit,
+                                                 .upload_abort = mem_upload_abort,
+                                                 .probe = mem_probe};
   narcache_store *store = NULL;
   CHECK(narcache_store_new(&store, &methods, NULL) == 0);
   CHECK(narcache_server_new(&server, NULL, store) == 0);

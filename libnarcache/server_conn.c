@@ -66,6 +66,9 @@ enum phase {
 
 enum pump_result { PUMP_DONE, PUMP_AGAIN, PUMP_BLOCKED, PUMP_FAILED };
 
+/* Longest Location a 307 carries (the head buffer holds 1536 bytes). */
+#define REDIRECT_URL_MAX 1100
+
 /* What only a request being answered needs: kept out of idle connections,
  * which are most of them (10,000 idle keep-alive clients are normal). */
 typedef struct srv_scratch {
@@ -130,6 +133,7 @@ typedef struct srv_conn {
   narcache_reader reader;
   int reader_open;
   char *small; /* whole object read by the task (narcache__malloc) */
+  char *redirect; /* the store said: fetch it there (307); narcache_free */
   size_t small_len;
   int from_cache; /* small came from the memory cache */
   int store_deadline; /* the timer runs NARCACHE_OPT_STORE_TIMEOUT_MS for it */
@@ -330,6 +334,8 @@ static void release_reader(srv_conn *c) {
   }
   narcache__free(c->small);
   c->small = NULL;
+  narcache_free(c->redirect);
+  c->redirect = NULL;
   narcache__free(c->body_mem);
   c->body_mem = NULL;
   c->body_mem_len = c->body_mem_pos = 0;
@@ -462,6 +468,7 @@ static const char *reason_phrase(int status) {
   case 200: return "OK";
   case 206: return "Partial Content";
   case 304: return "Not Modified";
+  case 307: return "Temporary Redirect";
   case 400: return "Bad Request";
   case 401: return "Unauthorized";
   case 403: return "Forbidden";
@@ -975,6 +982,19 @@ static void queue_pump(srv_conn *c) {
 static void open_work(uv_work_t *w) {
   srv_conn *c = w->data;
   srv_t *s = c->server;
+  if (c->kind == NARCACHE_OBJECT_NAR) {
+    /* A store may send clients elsewhere (an object store's presigned URL).
+     * A URL too long for the response head is served here instead. */
+    int rc = narcache_store_redirect(&c->redirect, s->store, c->kind, c->x->name, c->name_len);
+    if (rc == 1 && strlen(c->redirect) <= REDIRECT_URL_MAX)
+      return;
+    narcache_free(c->redirect);
+    c->redirect = NULL;
+    if (rc < 0) {
+      c->open_rc = rc;
+      return;
+    }
+  }
   c->open_rc = narcache_store_open(&c->reader, s->store, c->kind, c->x->name, c->name_len);
   if (c->open_rc < 0)
     return;
@@ -1147,6 +1167,15 @@ static void respond_object(srv_conn *c) {
   write_out(c);
 }
 
+/* 307 to where the store said; not cached by anyone (the URL expires). */
+static void respond_redirect(srv_conn *c) {
+  char fields[REDIRECT_URL_MAX + 64];
+  snprintf(fields, sizeof fields, "Location: %s\r\nCache-Control: no-store\r\n", c->redirect);
+  narcache_free(c->redirect);
+  c->redirect = NULL;
+  respond_text(c, 307, "text/plain", "307 Temporary Redirect\n", 23, fields);
+}
+
 static void open_done(uv_work_t *w, int status) {
   srv_conn *c = w->data;
   srv_t *s = c->server;
@@ -1157,6 +1186,10 @@ static void open_done(uv_work_t *w, int status) {
   if (task_ended(c, status))
     return;
   int rc = c->open_rc;
+  if (rc == 0 && c->redirect != NULL) {
+    respond_redirect(c);
+    return;
+  }
   if (rc == 0) {
     respond_object(c);
     return;

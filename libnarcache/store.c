@@ -225,7 +225,9 @@ int narcache_store_new(narcache_store **out, const narcache_store_methods *m, vo
   }
   /* Copy only the fields this version of the table has; newer ones stay
    * NULL. */
-  size_t known = m->version == 1 ? offsetof(narcache_store_methods, flush) : sizeof s->m;
+  size_t known = m->version == 1   ? offsetof(narcache_store_methods, flush)
+                 : m->version == 2 ? offsetof(narcache_store_methods, redirect)
+                                   : sizeof s->m;
   memcpy(&s->m, m, known);
   s->m.version = NARCACHE_STORE_METHODS_VERSION;
   s->ctx = ctx;
@@ -261,6 +263,25 @@ void narcache_store_free(narcache_store *s) {
     s->m.destroy(s->ctx);
   narcache__free(s->store_dir);
   narcache__free(s);
+}
+
+int narcache_store_redirect(char **url, narcache_store *s, int kind, const char *name,
+                            size_t len) {
+  if (url == NULL)
+    return NARCACHE_EINVAL;
+  *url = NULL;
+  if (s == NULL)
+    return NARCACHE_EINVAL;
+  int rc = narcache_object_name_check(kind, name, len);
+  if (rc < 0 || s->m.redirect == NULL)
+    return rc;
+  rc = s->m.redirect(s->ctx, kind, name, len, url);
+  if (rc != 1 || *url == NULL) { /* 0, an error, or a backend bug */
+    narcache_free(*url);
+    *url = NULL;
+    return rc == 1 ? NARCACHE_EIO : rc;
+  }
+  return 1;
 }
 
 int narcache_store_open(narcache_reader *out, narcache_store *s, int kind, const char *name,

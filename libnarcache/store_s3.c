@@ -49,6 +49,8 @@
 typedef struct s3_config {
   char *scheme;   /* "http" or "https" */
   char *host;     /* host[:port] of the endpoint */
+  char *redirect_scheme, *redirect_host; /* the endpoint as clients reach it */
+  uint32_t redirect_expires_s;
   char *bucket;
   char *prefix;   /* "" or "dir/sub/" */
   char *region;
@@ -238,21 +240,28 @@ static int slist_add(struct curl_slist **list, const char *name, const char *val
   return NARCACHE_OK;
 }
 
+/* The Host and the unescaped path of `key` (NULL: the bucket itself) at
+ * endpoint host `base`, path-style or virtual-host. */
+static int object_target(const s3_config *cfg, const char *base, const char *key, char *host,
+                         size_t host_size, char *raw_path, size_t path_size) {
+  int n = cfg->virtual_host ? snprintf(host, host_size, "%s.%s", cfg->bucket, base)
+                            : snprintf(host, host_size, "%s", base);
+  if (n < 0 || (size_t)n >= host_size)
+    return NARCACHE_EINVAL;
+  n = cfg->virtual_host
+          ? snprintf(raw_path, path_size, "/%s%s", key ? cfg->prefix : "", key ? key : "")
+          : snprintf(raw_path, path_size, "/%s%s%s%s", cfg->bucket, key ? "/" : "",
+                     key ? cfg->prefix : "", key ? key : "");
+  return n > 0 && (size_t)n < path_size ? NARCACHE_OK : NARCACHE_ENOTFOUND;
+}
+
 /* Sign and start one request. */
 static int s3_start(s3_store *s, const s3_call *call, narcache__s3_xfer **out) {
   const s3_config *cfg = &s->cfg;
   char host[512], raw_path[KEY_MAX + 300];
-  int n = cfg->virtual_host ? snprintf(host, sizeof host, "%s.%s", cfg->bucket, cfg->host)
-                            : snprintf(host, sizeof host, "%s", cfg->host);
-  if (n < 0 || (size_t)n >= sizeof host)
-    return NARCACHE_EINVAL;
-  const char *key = call->key != NULL ? call->key : "";
-  n = cfg->virtual_host
-          ? snprintf(raw_path, sizeof raw_path, "/%s%s", call->key ? cfg->prefix : "", key)
-          : snprintf(raw_path, sizeof raw_path, "/%s%s%s%s", cfg->bucket, call->key ? "/" : "",
-                     call->key ? cfg->prefix : "", key);
-  if (n < 0 || (size_t)n >= sizeof raw_path)
-    return NARCACHE_ENOTFOUND;
+  int n = object_target(cfg, cfg->host, call->key, host, sizeof host, raw_path, sizeof raw_path);
+  if (n < 0)
+    return n;
 
   narcache__sigv4_scope scope = {.access_key = cfg->access_key,
                                  .secret_key = cfg->secret_key,
@@ -581,6 +590,48 @@ static int s3_open(void *ctx, int kind, const char *name, size_t len, narcache_r
   out->close = s3_reader_close;
   out->ctx = r;
   return NARCACHE_OK;
+}
+
+/* A presigned GET of the NAR on the endpoint clients reach: they download
+ * it straight from the object store (Range included). */
+static int s3_redirect(void *ctx, int kind, const char *name, size_t len, char **url) {
+  s3_store *s = ctx;
+  *url = NULL;
+  if (kind != NARCACHE_OBJECT_NAR)
+    return 0;
+  const s3_config *cfg = &s->cfg;
+  char key[KEY_MAX], host[512], raw_path[KEY_MAX + 300];
+  int rc = object_key(key, sizeof key, kind, name, len);
+  if (rc == 0)
+    rc = object_target(cfg, cfg->redirect_host, key, host, sizeof host, raw_path, sizeof raw_path);
+  if (rc < 0)
+    return rc;
+  narcache__sigv4_scope scope = {.access_key = cfg->access_key,
+                                 .secret_key = cfg->secret_key,
+                                 .region = cfg->region,
+                                 .service = "s3"};
+  narcache__sigv4_amz_date(scope.amz_date, time(NULL));
+  narcache__s3_field h = {"Host", 4, host, strlen(host)};
+  narcache__sigv4_request req = {.method = "GET",
+                                 .path = raw_path,
+                                 .path_len = strlen(raw_path),
+                                 .headers = &h,
+                                 .n_headers = 1,
+                                 .payload_hash = "UNSIGNED-PAYLOAD"};
+  narcache__buf query = {0}, out = {0};
+  rc = narcache__sigv4_presign(&query, NULL, &req, &scope, cfg->session_token,
+                               cfg->redirect_expires_s);
+  if (rc == 0 && (narcache__buf_append_str(&out, cfg->redirect_scheme) != 0 ||
+                  narcache__buf_append_str(&out, "://") != 0 ||
+                  narcache__buf_append_str(&out, host) != 0 ||
+                  narcache__sigv4_uri_encode(&out, raw_path, strlen(raw_path), 1) != 0 ||
+                  narcache__buf_append(&out, "?", 1) != 0 ||
+                  narcache__buf_append(&out, query.data, query.len) != 0 ||
+                  narcache__buf_take(&out, url, NULL) != 0))
+    rc = NARCACHE_EUNAVAIL;
+  narcache__buf_free(&query);
+  narcache__buf_free(&out);
+  return rc < 0 ? rc : 1;
 }
 
 /* Cheap and signed: a HEAD of nix-cache-info. Present or absent both prove
@@ -943,7 +994,8 @@ static char *dup_n(const char *s, size_t n) {
 static char *dup_str(const char *s) { return s != NULL ? dup_n(s, strlen(s)) : NULL; }
 
 static void config_free(s3_config *c) {
-  char **strings[] = {&c->scheme, &c->host, &c->bucket, &c->prefix, &c->region,
+  char **strings[] = {&c->scheme, &c->host, &c->redirect_scheme, &c->redirect_host,
+                      &c->bucket, &c->prefix, &c->region,
                       &c->access_key, &c->secret_key, &c->session_token};
   for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
     if (*strings[i] != NULL)
@@ -1057,21 +1109,22 @@ static int normalize_prefix(s3_config *c, const char *prefix) {
 }
 
 /* "http://host:port/", "host:port" (+ scheme) -> scheme and host. */
-static int parse_endpoint(s3_config *c, const char *endpoint, const char *scheme) {
+static int parse_endpoint(char **scheme_out, char **host_out, const char *endpoint,
+                          const char *scheme) {
   const char *p = endpoint;
   const char *sep = strstr(p, "://");
   if (sep != NULL) {
-    c->scheme = dup_n(p, (size_t)(sep - p));
+    *scheme_out = dup_n(p, (size_t)(sep - p));
     p = sep + 3;
   } else {
-    c->scheme = dup_str(scheme != NULL ? scheme : "https");
+    *scheme_out = dup_str(scheme != NULL ? scheme : "https");
   }
   size_t n = strcspn(p, "/?#");
-  c->host = dup_n(p, n);
-  if (c->scheme == NULL || c->host == NULL)
+  *host_out = dup_n(p, n);
+  if (*scheme_out == NULL || *host_out == NULL)
     return NARCACHE_ENOMEM;
-  if ((strcmp(c->scheme, "http") != 0 && strcmp(c->scheme, "https") != 0) || n == 0 ||
-      strpbrk(c->host, " @\r\n\t") != NULL)
+  if ((strcmp(*scheme_out, "http") != 0 && strcmp(*scheme_out, "https") != 0) || n == 0 ||
+      strpbrk(*host_out, " @\"<>\\\r\n\t") != NULL)
     return NARCACHE_EINVAL;
   return NARCACHE_OK;
 }
@@ -1186,8 +1239,12 @@ static int configure(s3_config *c, const narcache_s3_options *o) {
     snprintf(aws_host, sizeof aws_host, "https://s3.%s.amazonaws.com", c->region);
     endpoint = aws_host;
   }
-  if (rc == 0 && (rc = parse_endpoint(c, endpoint, u.scheme)) == NARCACHE_EINVAL)
+  if (rc == 0 && (rc = parse_endpoint(&c->scheme, &c->host, endpoint, u.scheme)) == NARCACHE_EINVAL)
     set_error(o, "S3: invalid endpoint %s", endpoint);
+  const char *public_endpoint = o->redirect_endpoint ? o->redirect_endpoint : endpoint;
+  if (rc == 0 && (rc = parse_endpoint(&c->redirect_scheme, &c->redirect_host, public_endpoint,
+                                      u.scheme)) == NARCACHE_EINVAL)
+    set_error(o, "S3: invalid redirect endpoint %s", public_endpoint);
   if (rc == 0) {
     /* AWS itself wants virtual hosts; other servers mostly path style. */
     c->virtual_host = endpoint == aws_host;
@@ -1215,6 +1272,11 @@ static int configure(s3_config *c, const narcache_s3_options *o) {
   c->max_connections = or_default(o->max_connections, 64);
   c->multipart_threshold = o->multipart_threshold ? o->multipart_threshold : 64ull << 20;
   c->part_size = o->part_size ? o->part_size : 16ull << 20;
+  c->redirect_expires_s = or_default(o->redirect_expires_s, 3600);
+  if (rc == 0 && c->redirect_expires_s > 604800) {
+    set_error(o, "S3: redirect_expires_s is at most 604800 (7 days, SigV4's limit)");
+    rc = NARCACHE_EINVAL;
+  }
   if (rc == 0 && (c->part_size < MIN_PART_SIZE || c->part_size > (5ull << 30))) {
     set_error(o, "S3: part_size must be 5 MiB .. 5 GiB");
     rc = NARCACHE_EINVAL;
@@ -1299,10 +1361,13 @@ int narcache_store_s3_new(narcache_store **out, const narcache_s3_options *o) {
       .upload_abort = s3_upload_abort,
       .probe = s3_probe,
       .destroy = s3_destroy,
+      .redirect = s3_redirect,
   };
   narcache_store_methods m = methods;
   if (!(s->cfg.flags & NARCACHE_STORE_S3_WRITABLE))
     m.upload_begin = NULL, m.upload_write = NULL, m.upload_commit = NULL, m.upload_abort = NULL;
+  if (!(s->cfg.flags & NARCACHE_STORE_S3_REDIRECT))
+    m.redirect = NULL;
   return narcache_store_new(out, &m, s);
 }
 

@@ -141,7 +141,9 @@ static int open_s3_store(const daemon_options *o, narcache_store **store) {
   char error[512] = "";
   narcache_s3_options so = {.version = NARCACHE_S3_OPTIONS_VERSION,
                             .url = o->s3_url,
-                            .flags = o->token_file != NULL ? NARCACHE_STORE_S3_WRITABLE : 0,
+                            .flags = (o->token_file != NULL ? NARCACHE_STORE_S3_WRITABLE : 0) |
+                                     (o->s3_redirect ? NARCACHE_STORE_S3_REDIRECT : 0),
+                            .redirect_endpoint = o->s3_public_endpoint,
                             .error = error,
                             .error_size = sizeof error};
   int rc = narcache_store_s3_new(store, &so);

@@ -15,6 +15,8 @@
 typedef struct daemon_options {
   const char *cache_dir;
   const char *s3_url; /* --s3 s3://BUCKET[/PREFIX]?endpoint=... */
+  int s3_redirect;                /* --s3-redirect: NARs by 307 to presigned URLs */
+  const char *s3_public_endpoint; /* --s3-public-endpoint: the one clients reach */
   int nix_store;
   const char *store_dir; /* --nix-store DIR */
   const char *db_path;

@@ -98,7 +98,7 @@ NARCACHE_API void narcache_reader_close(narcache_reader *r);
 /* The backend table                                                         */
 /* ------------------------------------------------------------------------ */
 
-#define NARCACHE_STORE_METHODS_VERSION 2
+#define NARCACHE_STORE_METHODS_VERSION 3
 
 /** What a backend implements. Copied at registration; fields are only ever
  *  appended (older backends leave newer ones out by their `version`).
@@ -128,6 +128,11 @@ typedef struct narcache_store_methods {
   /** Publish commits the backend has staged (see narcache_store_flush).
    *  May be NULL: commits are then published when they return. */
   int (*flush)(void *ctx);
+  /* ---- version 3 ---- */
+  /** Optional: where a client should fetch the object instead (an HTTP 307
+   *  to *url, allocated with narcache_malloc), returning 1; 0 to serve it
+   *  through `open`. See narcache_store_redirect. */
+  int (*redirect)(void *ctx, int kind, const char *name, size_t len, char **url);
 } narcache_store_methods;
 
 typedef struct narcache_store narcache_store;
@@ -157,6 +162,17 @@ NARCACHE_API void narcache_store_free(narcache_store *store);
 NARCACHE_API NARCACHE_NODISCARD int narcache_store_open(narcache_reader *out,
                                                         narcache_store *store, int kind,
                                                         const char *name, size_t len);
+
+/** Where a client should fetch an object from instead of this store
+ *  serving it: 1 with *url (an absolute URL; release with narcache_free())
+ *  that the server answers with 307 Temporary Redirect, or 0 (*url NULL):
+ *  serve the object through narcache_store_open(). Only backends with a
+ *  redirect method say 1 (an s3 store with NARCACHE_STORE_S3_REDIRECT, for
+ *  NARs). Thread: any, like open.
+ *  @return 1; 0; NARCACHE_ENOTFOUND (bad name); NARCACHE_EUNAVAIL;
+ *          NARCACHE_EINVAL. */
+NARCACHE_API int narcache_store_redirect(char **url, narcache_store *store, int kind,
+                                         const char *name, size_t len);
 
 /** Read a whole (small) object into memory: narinfo, listing, cache info.
  *  @param out NUL-terminated; release with narcache_free()
@@ -301,6 +317,9 @@ NARCACHE_API NARCACHE_NODISCARD int narcache_store_nixstore_new(
 #define NARCACHE_STORE_S3_WRITABLE 1u     /* accept uploads */
 #define NARCACHE_STORE_S3_NO_CACHE 2u     /* no narinfo cache (every open asks S3) */
 #define NARCACHE_STORE_S3_INSECURE_TLS 4u /* https without certificate checks (tests) */
+/* Answer NAR requests with 307 to a presigned URL of the object, so clients
+ * download straight from the object store (see redirect_endpoint). */
+#define NARCACHE_STORE_S3_REDIRECT 8u
 
 #define NARCACHE_S3_ADDRESSING_PATH 1    /* https://HOST/BUCKET/KEY */
 #define NARCACHE_S3_ADDRESSING_VIRTUAL 2 /* https://BUCKET.HOST/KEY */
@@ -342,6 +361,11 @@ typedef struct narcache_s3_options {
   uint32_t max_connections;     /* to the endpoint; default 64 */
   uint64_t multipart_threshold; /* uploads this big or bigger go multipart; default 64 MiB */
   uint64_t part_size;           /* 5 MiB .. 5 GiB; default 16 MiB */
+  /* With NARCACHE_STORE_S3_REDIRECT: the endpoint as clients reach it
+   * ("https://s3.example.org"; default `endpoint`), and how long a
+   * presigned URL stays valid (seconds; default 3600, at most 604800). */
+  const char *redirect_endpoint;
+  uint32_t redirect_expires_s;
   /* On failure a message for people lands here (may be NULL). */
   char *error;
   size_t error_size;

@@ -4,7 +4,8 @@
 # S3_SECRET_KEY, RGW_DIR), driven by the real Nix 2.8 client:
 #  1. `narcache cache add --to s3://...` fills a bucket; two servers on
 #     different ports serve it; Nix substitutes the closure through each,
-#     signatures required, NARs identical.
+#     signatures required, NARs identical; and through a third that sends
+#     NARs by 307 to presigned URLs.
 #  2. `nix copy --to http://A` uploads through one server; Nix substitutes it
 #     back through another; two servers taking the same upload at once end
 #     consistent.
@@ -73,6 +74,18 @@ substitute two "$(cat "$TMP/cache.pk")"
 PORT_TWO=$PORT
 grep -q 'route=nar status=200' "$TMP/one.log"
 grep -q 'route=nar status=200' "$TMP/two.log"
+# NARs by 307 to presigned URLs: Nix follows them to the gateway; a Range
+# goes along to the object store
+start_server redirect --s3 "$URL_A" --s3-redirect --access-log
+substitute redirect "$(cat "$TMP/cache.pk")"
+grep -q 'route=nar status=307' "$TMP/redirect.log" || { cat "$TMP/redirect.log" >&2; exit 1; }
+if grep -q 'route=nar status=200' "$TMP/redirect.log"; then
+    echo "a NAR was served through the redirecting server" >&2; exit 1
+fi
+h=$(basename "$P_DEMO" | cut -c1-32)
+nar=$(curl -sf "http://127.0.0.1:$PORT/$h.narinfo" | sed -n 's/^URL: //p')
+[[ $(curl -sfL -r 1000-1999 "http://127.0.0.1:$PORT/$nar" | sha256sum) == \
+   $(curl -sf -r 1000-1999 "http://127.0.0.1:$PORT_ONE/$nar" | sha256sum) ]]
 
 # ---- 2. uploads through one server, substitution through another
 python3 "$rgw" bucket "$RGW_DIR" nix-upload
