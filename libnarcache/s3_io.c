@@ -56,7 +56,8 @@ struct narcache__s3_xfer {
   CURL *easy;
   struct curl_slist *headers;
   pthread_cond_t cond;
-  int refs; /* lock */
+  int waiters; /* lock: callers blocked on cond (no signal needed without) */
+  int refs;    /* lock */
   /* request body: memory, or a stream fed by _write */
   const uint8_t *body;
   size_t body_len, body_pos;
@@ -125,7 +126,17 @@ static int wait_until(narcache__s3_xfer *x, uint64_t deadline_ms) {
                         .tv_nsec = (long)(deadline_ms % 1000) * 1000000L};
   if (narcache__s3_now_ms() >= deadline_ms)
     return ETIMEDOUT;
-  return pthread_cond_timedwait(&x->cond, &x->io->lock, &ts);
+  x->waiters++;
+  int rc = pthread_cond_timedwait(&x->cond, &x->io->lock, &ts);
+  x->waiters--;
+  return rc;
+}
+
+/* Wake the caller if it waits (lock held): bodies arrive in 16 KiB pieces,
+ * and a futex call per piece would cost more than the copy. */
+static void wake_caller(narcache__s3_xfer *x) {
+  if (x->waiters > 0)
+    pthread_cond_broadcast(&x->cond);
 }
 
 /* ---- references and requests to the I/O thread ---------------------------- */
@@ -163,7 +174,7 @@ static void finish(narcache__s3_xfer *x, int result) {
     x->done = 1;
     x->result = result;
   }
-  pthread_cond_broadcast(&x->cond);
+  wake_caller(x);
   int last = unref_locked(x);
   pthread_mutex_unlock(&io->lock);
   if (last)
@@ -411,7 +422,7 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata) 
   } else if (len <= 2 && (line[0] == '\r' || line[0] == '\n')) {
     if (x->status >= 200) {
       x->head_done = 1;
-      pthread_cond_broadcast(&x->cond);
+      wake_caller(x);
     }
   } else if (header_is(line, len, "content-length")) {
     char v[32];
@@ -458,7 +469,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata) {
     return CURL_WRITEFUNC_PAUSE;
   }
   ring_push(&x->recv, (const uint8_t *)data, len);
-  pthread_cond_broadcast(&x->cond);
+  wake_caller(x);
   pthread_mutex_unlock(&x->io->lock);
   return len;
 }
@@ -478,7 +489,7 @@ static size_t on_send(char *buffer, size_t size, size_t nitems, void *userdata) 
     n = CURL_READFUNC_ABORT;
   } else if (x->send.len > 0) {
     n = ring_pop(&x->send, (uint8_t *)buffer, max);
-    pthread_cond_broadcast(&x->cond);
+    wake_caller(x);
   } else if (!x->send_eof) {
     x->send_paused = 1;
     n = CURL_READFUNC_PAUSE;

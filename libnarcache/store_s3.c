@@ -41,7 +41,7 @@
 
 #define SMALL_UPLOAD_MAX (1024 * 1024)
 #define METADATA_MAX NARCACHE_NARINFO_MAX_BYTES
-#define STREAM_RING (256 * 1024)
+#define STREAM_RING (512 * 1024)
 #define MIN_PART_SIZE (5u * 1024 * 1024) /* S3's floor for all but the last part */
 #define MAX_PARTS 10000
 #define KEY_MAX 1100
