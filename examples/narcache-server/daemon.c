@@ -230,9 +230,13 @@ static int configure(narcache_server *s, const daemon_options *o, int activated)
 
 int daemon_run(const daemon_options *o) {
   daemon_log_init(o->json_logs);
-  if (o->threads > 0) {
+  /* An s3 store's calls wait on the network on pool threads (its one I/O
+   * thread does the transfers): more of them, so that NARs in flight do not
+   * queue behind each other or the health probe. */
+  int threads = o->threads > 0 ? o->threads : o->s3_url != NULL ? DAEMON_S3_THREADS : 0;
+  if (threads > 0) {
     char n[16];
-    snprintf(n, sizeof n, "%d", o->threads);
+    snprintf(n, sizeof n, "%d", threads);
     setenv("UV_THREADPOOL_SIZE", n, 1); /* read by libuv at its first task */
   }
   signal(SIGPIPE, SIG_IGN);

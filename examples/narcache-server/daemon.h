@@ -11,6 +11,7 @@
 
 #define DAEMON_MAX_LISTEN 16
 #define DAEMON_MAX_KEYS 16
+#define DAEMON_S3_THREADS 64 /* threadpool size with --s3 unless --threads */
 
 typedef struct daemon_options {
   const char *cache_dir;

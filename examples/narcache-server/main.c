@@ -32,7 +32,7 @@ static const char usage_text[] =
     "                          --sign-uploads); repeatable\n"
     "  --compression none|zstd NARs of --nix-store (default none)\n"
     "  --priority N            nix-cache-info Priority\n"
-    "  --threads N             threadpool size (default 4)\n"
+    "  --threads N             threadpool size (default 4; 64 with --s3)\n"
     "  --max-connections N     connections at once (default 1024)\n"
     "  --header-timeout MS     a request head must arrive within MS (default 10000)\n"
     "  --idle-timeout MS       an idle keep-alive connection closes after MS (default 60000)\n"
