@@ -6,10 +6,12 @@
 #define NARCACHE_S3_INTERNAL_H
 
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 
 #include "buffer_internal.h"
+#include "narcache/store.h"
 
 /* One request header, not NUL-terminated. */
 typedef struct narcache__s3_field {
@@ -94,5 +96,67 @@ int narcache__sigv4_authorization(narcache__buf *out, const narcache__sigv4_requ
 int narcache__sigv4_presign(narcache__buf *out, narcache__buf *canonical,
                             const narcache__sigv4_request *r, const narcache__sigv4_scope *s,
                             const char *session_token, uint32_t expires_seconds);
+
+/* ---- the s3 store's configuration (s3_config.c) ------------------------- */
+
+/* Strings are owned (narcache__malloc) and freed by _config_free. */
+typedef struct narcache__s3_config {
+  char *scheme;   /* "http" or "https" */
+  char *host;     /* host[:port] of the endpoint */
+  char *redirect_scheme, *redirect_host; /* the endpoint as clients reach it */
+  uint32_t redirect_expires_s;
+  char *bucket;
+  char *prefix;   /* "" or "dir/sub/" */
+  char *region;
+  int virtual_host;
+  int insecure_tls;
+  char *access_key, *secret_key, *session_token;
+  uint32_t connect_timeout_ms, request_timeout_ms, stall_timeout_ms, max_attempts;
+  uint32_t cache_ttl_ms, negative_ttl_ms, cache_entries, max_connections;
+  uint64_t multipart_threshold, part_size;
+  unsigned flags;
+} narcache__s3_config;
+
+/* Merge o->url and the other options into `c` (zeroed by the caller).
+ * 0; NARCACHE_EINVAL with a message in o->error; NARCACHE_ENOMEM. On
+ * failure `c` may hold parts: free it all the same. */
+int narcache__s3_config_init(narcache__s3_config *c, const narcache_s3_options *o);
+
+/* Release the strings (secrets wiped first). */
+void narcache__s3_config_free(narcache__s3_config *c);
+
+/* ---- the metadata cache (s3_cache.c) -------------------------------------- */
+
+typedef struct narcache__s3_cache_entry {
+  struct narcache__s3_cache_entry *next; /* in its hash bucket */
+  int kind;                 /* 0: slot unused */
+  char name[40];
+  uint64_t expires_ms;
+  char *data; /* NULL: known absent */
+  size_t len;
+} narcache__s3_cache_entry;
+
+typedef struct narcache__s3_cache {
+  pthread_mutex_t lock;
+  narcache__s3_cache_entry *slots; /* reused in turn: the oldest insertion goes first */
+  size_t n_slots, next_victim;
+  narcache__s3_cache_entry **buckets;
+  size_t n_buckets;
+} narcache__s3_cache;
+
+
+/* `entries` slots (0: a cache that keeps nothing). 0 or NARCACHE_ENOMEM
+ * (then destroy it all the same). */
+int narcache__s3_cache_init(narcache__s3_cache *c, uint32_t entries);
+void narcache__s3_cache_destroy(narcache__s3_cache *c);
+
+/* 1 when a fresh answer is cached: *present, and a copy of the object in
+ * *data (NUL-terminated, narcache__free; NULL when absent); 0 otherwise. */
+int narcache__s3_cache_get(narcache__s3_cache *c, int kind, const char *name, size_t len,
+                           char **data, size_t *data_len, int *present);
+
+/* Remember `data` (NULL: absent) for ttl_ms. Best effort. */
+void narcache__s3_cache_put(narcache__s3_cache *c, int kind, const char *name, size_t len,
+                            const char *data, size_t data_len, uint32_t ttl_ms);
 
 #endif
