@@ -268,6 +268,10 @@ int narcache__s3_config_init(narcache__s3_config *c, const narcache_s3_options *
     set_error(o, "S3: %s bucket name", bucket ? "invalid" : "no");
     rc = NARCACHE_EINVAL;
   }
+  if (rc == 0 && region != NULL && (region[0] == '\0' || strpbrk(region, "/ \r\n\t") != NULL)) {
+    set_error(o, "S3: invalid region \"%s\"", region);
+    rc = NARCACHE_EINVAL;
+  }
   if (rc == 0) {
     c->bucket = dup_str(bucket);
     c->region = dup_str(region ? region : "us-east-1");

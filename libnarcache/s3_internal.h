@@ -25,7 +25,8 @@ typedef struct narcache__s3_field {
 typedef struct narcache__sigv4_request {
   const char *method; /* "GET", "PUT", ... */
   /* The path as bytes, before any escaping (an S3 object key is taken as
-   * is; the signer escapes every byte outside A-Za-z0-9-._~ and '/'). */
+   * is; the signer escapes every byte outside A-Za-z0-9-._~ and '/'):
+   * absolute ('/' first), or empty for "/". */
   const char *path;
   size_t path_len;
   /* The query as sent, without '?': name[=value] pairs joined by '&', in
@@ -65,7 +66,8 @@ int narcache__sigv4_uri_encode(narcache__buf *out, const char *data, size_t len,
 
 /* The canonical request of `r` into `out`, and the signed-header list
  * ("host;x-amz-date") into `signed_headers` (either may be NULL).
- * 0, NARCACHE_ENOMEM or NARCACHE_EINVAL (no method or hash). */
+ * 0, NARCACHE_ENOMEM or NARCACHE_EINVAL (no method or hash, a relative
+ * path). */
 int narcache__sigv4_canonical_request(narcache__buf *out, narcache__buf *signed_headers,
                                       const narcache__sigv4_request *r);
 

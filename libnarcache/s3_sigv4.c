@@ -343,8 +343,8 @@ static int append_canonical_headers(narcache__buf *out, narcache__buf *names,
 
 int narcache__sigv4_canonical_request(narcache__buf *out, narcache__buf *signed_headers,
                                       const narcache__sigv4_request *r) {
-  if (r->method == NULL || r->payload_hash == NULL)
-    return NARCACHE_EINVAL;
+  if (r->method == NULL || r->payload_hash == NULL || (r->path_len > 0 && r->path[0] != '/'))
+    return NARCACHE_EINVAL; /* an absolute path, or none ("/") */
   narcache__buf creq = {0}, names = {0};
   int rc = narcache__buf_append_str(&creq, r->method) == 0 &&
                    narcache__buf_append(&creq, "\n", 1) == 0

@@ -3,7 +3,9 @@
 NARs made by Nix 2.8 (tests/data/nar/golden), the narinfo test keys and
 fingerprints, manifest hashes; of auth: token files and the
 Authorization values Nix sends (Bearer, and Basic from a netrc); of
-load_response: responses as narcache-server and nginx frame them. Usage: fuzz/seeds/targets.py (writes into
+load_response: responses as narcache-server and nginx frame them; of s3:
+s3:// URLs as Nix and the tests write them, AWS credentials files, and the
+requests of AWS's SigV4 test suite (tests/data/sigv4). Usage: fuzz/seeds/targets.py (writes into
 fuzz/corpus/<target>/, files named by SHA-1)."""
 import hashlib, os, sys, glob, struct
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -139,3 +141,31 @@ put('load_response', b'\x10' + response(200, b'OK', [(b'Server', b'nginx/1.22.1'
     (b'Transfer-Encoding', b'chunked')], b'5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\n'))
 put('load_response', b'\x80' + response(200, b'OK', [(b'Server', b'nginx/1.22.1')], narinfo))
 put('load_response', b'\x00' + response(304, b'Not Modified', ours + [(b'ETag', b'"x"')], b''))
+
+# s3: selector byte (0 URL, 1 credentials file, 2 request to sign) + input
+for url in [b's3://nix-cache', b's3://nix-cache/cache?endpoint=http://127.0.0.1:7480&region=us-east-1',
+            b's3://my.bucket/a/b/?endpoint=s3.example.org&scheme=https&addressing=path',
+            b's3://bucket-1?region=eu-west-1&addressing=virtual&profile=ci',
+            b's3://b?endpoint=http%3A%2F%2Fh%3A1', b's3://x', b'http://bucket']:
+    put('s3', b'\x00' + url)
+put('s3', b'\x01\x00[default]\naws_access_key_id = AKIDEXAMPLE\naws_secret_access_key = '
+          b'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\n')
+put('s3', b'\x01\x01# comment\n[default]\naws_access_key_id=a\n[ci]\r\naws_access_key_id = AK\r\n'
+          b'aws_secret_access_key = SK\r\naws_session_token = TOKEN\r\n')
+suite = os.path.join(root, 'tests/data/sigv4/aws')
+for case in sorted(os.listdir(suite)):
+    req = os.path.join(suite, case, 'request.txt')
+    if not os.path.exists(req):
+        continue
+    lines = open(req, 'rb').read().split(b'\n')
+    target = lines[0].split(b' ')[1] if len(lines[0].split(b' ')) > 2 else b'/'
+    path, _, query = target.partition(b'?')
+    name, value = b'x-fuzz', b''
+    for h in lines[1:]:
+        if b':' in h and not h.lower().startswith(b'host:'):
+            name, value = h.split(b':', 1)
+            break
+    normalize = 0 if 'unnormalized' in case else 1
+    put('s3', b'\x02' + bytes([normalize]) + path + b'\x00' + query + b'\x00' + name + b'\x00' + value)
+put('s3', b'\x02\x00/nix-cache/nar/0p5d58x7b9jgy10c49mfnz52lgvc2cavhac95ag4dc5hn1miqwsz.nar.zst'
+          b'\x00partNumber=3&uploadId=2~abc%2Bdef\x00Range\x00bytes=100-')
