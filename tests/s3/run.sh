@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The s3 tests: a throwaway Ceph cluster with a RADOS Gateway on 127.0.0.1
-# (rgw_cluster.py), then the store test (test_store_s3) and the Nix-driven
-# end-to-end and fault test (s3_nix.sh) against it. The cluster is stopped
-# whatever happens.
-# Usage: run.sh TEST_STORE_S3 NARCACHE_SERVER NARCACHE_CLI
+# (rgw_cluster.py), then the store test (test_store_s3), the Python
+# binding's S3Store test and the Nix-driven end-to-end and fault test
+# (s3_nix.sh) against it. The cluster is stopped whatever happens.
+# Usage: run.sh TEST_STORE_S3 NARCACHE_SERVER NARCACHE_CLI [LIBNARCACHE_SO]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-test_bin=$1 server=$2 cli=$3
+test_bin=$1 server=$2 cli=$3 library=${4:-}
 # Ceph's monitor syncs its database often: keep the cluster in memory if we can.
 base=${TMPDIR:-/tmp}
 [[ -z ${TMPDIR:-} && -d /dev/shm && -w /dev/shm ]] && base=/dev/shm
@@ -22,4 +22,8 @@ export S3_ENDPOINT S3_ACCESS_KEY S3_SECRET_KEY S3_REGION RGW_DIR
 
 python3 "$here/rgw_cluster.py" bucket "$RGW_DIR" store-tests
 S3_BUCKET=store-tests "$test_bin"
+if [[ -n $library ]]; then
+    python3 "$here/rgw_cluster.py" bucket "$RGW_DIR" python-tests
+    S3_BUCKET=python-tests bash "$here/../python_binding.sh" "$library" "$here/../../bindings/python" -k s3
+fi
 bash "$here/s3_nix.sh" "$server" "$cli"

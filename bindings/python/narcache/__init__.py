@@ -5,7 +5,7 @@ otherwise the system loader finds it.
 
 Modules: `nar` (dump, hash, parse, restore and list NARs as Nix does),
 `narinfo` (NarInfo), `keys` (SecretKey, PublicKey), `codec` (zstd
-streams), `store` (DirStore, NixStore, Tokens), `server` (Server), `errors`
+streams), `store` (DirStore, NixStore, S3Store, Tokens), `server` (Server), `errors`
 (one exception class per library error code).
 
 Objects wrap C objects that are freed when the Python object goes (or at
@@ -22,7 +22,7 @@ from .errors import (CompressionError, ConflictError, HashFormatError, KeyFormat
 from .keys import PublicKey, SecretKey
 from .narinfo import NarInfo
 from .server import Server
-from .store import DirStore, NixStore, Store, Tokens
+from .store import DirStore, NixStore, S3Store, Store, Tokens
 
 #: The version of the C library loaded ("MAJOR.MINOR.PATCH").
 library_version = _lib.version_string
@@ -30,7 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "nar", "narinfo", "keys", "codec", "store", "server", "errors", "hashes",
-    "NarInfo", "SecretKey", "PublicKey", "Server", "Store", "DirStore", "NixStore", "Tokens",
+    "NarInfo", "SecretKey", "PublicKey", "Server", "Store", "DirStore", "NixStore", "S3Store", "Tokens",
     "Compressor", "Decompressor", "compress", "decompress",
     "NarcacheError", "NarError", "NarInfoError", "KeyFormatError", "SignatureError",
     "NotFoundError", "CompressionError", "LimitError", "NarcacheIOError", "NotSupportedError",

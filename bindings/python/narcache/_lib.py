@@ -101,6 +101,23 @@ class NixStoreOptions(Structure):
                 ("compression", c_int), ("level", c_int), ("log_dir", c_char_p)]
 
 
+S3_OPTIONS_VERSION = 1
+
+
+class S3Options(Structure):
+    _fields_ = [("version", c_uint32), ("url", c_char_p), ("bucket", c_char_p),
+                ("prefix", c_char_p), ("endpoint", c_char_p), ("region", c_char_p),
+                ("addressing", c_int), ("access_key", c_char_p), ("secret_key", c_char_p),
+                ("session_token", c_char_p), ("credentials_file", c_char_p),
+                ("profile", c_char_p), ("flags", c_uint), ("connect_timeout_ms", c_uint32),
+                ("request_timeout_ms", c_uint32), ("stall_timeout_ms", c_uint32),
+                ("max_attempts", c_uint32), ("cache_ttl_ms", c_uint32),
+                ("negative_ttl_ms", c_uint32), ("cache_entries", c_uint32),
+                ("max_connections", c_uint32), ("multipart_threshold", c_uint64),
+                ("part_size", c_uint64), ("redirect_endpoint", c_char_p),
+                ("redirect_expires_s", c_uint32), ("error", c_void_p), ("error_size", c_size_t)]
+
+
 class LogField(Structure):
     _fields_ = [("key", c_char_p), ("value", c_char_p)]
 
@@ -265,6 +282,8 @@ _SIGNATURES = [
     ("narcache_store_dir_new", c_int, PP, c_char_p, c_uint),
     ("narcache_store_dir_set_min_free", c_int, P, c_uint64),
     ("narcache_store_nixstore_new", c_int, PP, POINTER(NixStoreOptions)),
+    ("narcache_store_s3_new", c_int, PP, POINTER(S3Options)),
+    ("narcache_store_s3_check", c_int, P, c_char_p, c_size_t),
     ("narcache_store_probe", c_int, P),
     ("narcache_store_free", None, P),
     # server.h

@@ -9,11 +9,12 @@ from .errors import check, error_class
 from .keys import SecretKey
 
 _WRITABLE = 1
+_S3_REDIRECT = 8
 _CODECS = {"none": 1, "zstd": 2}
 
 
 class Store(Owner):
-    """A backend: DirStore or NixStore."""
+    """A backend: DirStore, NixStore or S3Store."""
     __slots__ = ()
 
     def probe(self) -> bool:
@@ -65,6 +66,45 @@ class NixStore(Store):
               "cannot open the Nix store database %s" % (db_path or "/nix/var/nix/db/db.sqlite"))
         # The store points at the keys: they stay alive as long as it does.
         self._handle = Handle(out.value, _lib.narcache_store_free, [k._handle for k in keys])
+
+
+def _opt(text: Optional[str]) -> Optional[bytes]:
+    return None if text is None else text.encode()
+
+
+class S3Store(Store):
+    """A bucket of an S3-compatible object store laid out as `nix copy --to
+    s3://BUCKET` writes it (see narcache_store_s3_new): `url` is
+    "s3://BUCKET[/PREFIX][?endpoint=URL&region=R&addressing=path|virtual&
+    profile=P]". Credentials: access_key/secret_key, else the AWS_*
+    environment variables, else ~/.aws/credentials. Nothing is sent until
+    used; check() asks the bucket at once. writable=True takes uploads;
+    redirect=True sends NAR requests to presigned URLs (307)."""
+    __slots__ = ()
+
+    def __init__(self, url: str, access_key: Optional[str] = None,
+                 secret_key: Optional[str] = None, session_token: Optional[str] = None,
+                 writable: bool = False, redirect: bool = False,
+                 redirect_endpoint: Optional[str] = None, request_timeout_ms: int = 0):
+        error = ctypes.create_string_buffer(512)
+        opts = _lib.S3Options(
+            version=_lib.S3_OPTIONS_VERSION, url=url.encode(), access_key=_opt(access_key),
+            secret_key=_opt(secret_key), session_token=_opt(session_token),
+            flags=(_WRITABLE if writable else 0) | (_S3_REDIRECT if redirect else 0),
+            redirect_endpoint=_opt(redirect_endpoint),
+            request_timeout_ms=_lib.in_range(request_timeout_ms, "request_timeout_ms", 32),
+            error=ctypes.cast(error, ctypes.c_void_p), error_size=len(error))
+        out = ctypes.c_void_p()
+        check(_lib.narcache_store_s3_new(ctypes.byref(out), ctypes.byref(opts)),
+              error.value.decode(errors="replace") or None)
+        self._handle = Handle(out.value, _lib.narcache_store_free)
+
+    def check(self) -> None:
+        """One signed request to the bucket now; raises with the reason
+        (credentials refused, no such bucket, unreachable)."""
+        message = ctypes.create_string_buffer(512)
+        check(_lib.narcache_store_s3_check(self._handle.use(), message, len(message)),
+              message.value.decode(errors="replace") or None)
 
 
 class Tokens(Owner):
