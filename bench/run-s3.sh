@@ -18,6 +18,7 @@
 #   narinfo-warm  the same names again through the server (its cache).
 #   nar c1     the NAR, one download: MiB/s
 #   nar c8     the NAR, 8 downloads at once (curl --parallel): MiB/s total
+# and the server's peak RSS (VmHWM): NARs pass through bounded buffers.
 # Ratios: narinfo latency server/direct and NAR time server/direct (the
 # overhead factor; the issue's goal is <= 1.2).
 set -euo pipefail
@@ -86,6 +87,9 @@ head -c $(( nar_mib * 1048576 )) /dev/urandom > "$tmp/nar"
 curl -sf "${sign[@]}" -T "$tmp/nar" "$direct/nar/bench.nar" > /dev/null
 rm "$tmp/nar"
 
+results=$tmp/results
+: > "$results"
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
@@ -101,7 +105,13 @@ start_server() {
   cat "$tmp/server.log" >&2
   die "narcache-server did not start"
 }
-stop_server() { kill "$server_pid"; wait "$server_pid" || true; server_pid=; }
+stop_server() {
+  # peak resident memory of this server: the NARs went through bounded rings
+  echo "rss server $(awk '/VmHWM/ {print $2}' "/proc/$server_pid/status")" >> "$results"
+  kill "$server_pid"
+  wait "$server_pid" || true
+  server_pid=
+}
 
 # times URL_BASE ROUND [curl args...]: time_total of each narinfo of ROUND
 times() {
@@ -126,8 +136,6 @@ nar_seconds() {
   python3 -c "print(($t1 - $t0) / 1e9)"
 }
 
-results=$tmp/results
-: > "$results"
 for r in $(seq 0 $(( rounds - 1 ))); do
   echo "== round $(( r + 1 ))/$rounds"
   start_server
@@ -168,4 +176,5 @@ print(f"| narinfo p50, cached by the server (ms) | {w:.2f} | | |")
 for kind, n in (("nar1", 1), ("nar8", 8)):
     s, d = statistics.median(vals(kind, "server")), statistics.median(vals(kind, "direct"))
     print(f"| NAR {mib} MiB x{n} (MiB/s) | {n * mib / s:.0f} | {n * mib / d:.0f} | {s / d:.2f} (time) |")
+print(f"| server peak RSS (KiB), max over rounds | {max(vals('rss', 'server')):.0f} | | |")
 EOF
