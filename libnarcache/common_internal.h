@@ -18,6 +18,14 @@ void narcache__free(void *p);
 #define NARCACHE_PRINTF(fmt, args)
 #endif
 
+/* The value of a hexadecimal digit (either case), or -1. */
+int narcache__hex_value(unsigned char c);
+
+/* Percent-decode [in, in + len) into `out` (room for len bytes): "%XX"
+ * with two hexadecimal digits becomes that byte, anything else (a lone or
+ * malformed '%' included) stays as it is. Returns the decoded length. */
+size_t narcache__percent_decode(char *out, const char *in, size_t len);
+
 /* Store `offset` into an optional error-offset out-parameter. */
 static inline void narcache__set_offset(size_t *err_offset, size_t offset) {
   if (err_offset != NULL)

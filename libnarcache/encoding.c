@@ -127,7 +127,7 @@ int narcache_base16_encode(char *out, size_t out_size, size_t *out_len,
   return NARCACHE_OK;
 }
 
-static int hex_value(char c) {
+int narcache__hex_value(unsigned char c) {
   if (c >= '0' && c <= '9')
     return c - '0';
   if (c >= 'a' && c <= 'f')
@@ -135,6 +135,21 @@ static int hex_value(char c) {
   if (c >= 'A' && c <= 'F')
     return c - 'A' + 10;
   return -1;
+}
+
+size_t narcache__percent_decode(char *out, const char *in, size_t len) {
+  size_t n = 0;
+  for (size_t i = 0; i < len; i++) {
+    int hi, lo;
+    if (in[i] == '%' && i + 2 < len && (hi = narcache__hex_value((unsigned char)in[i + 1])) >= 0 &&
+        (lo = narcache__hex_value((unsigned char)in[i + 2])) >= 0) {
+      out[n++] = (char)(hi << 4 | lo);
+      i += 2;
+    } else {
+      out[n++] = in[i];
+    }
+  }
+  return n;
 }
 
 int narcache_base16_decode(void *out, size_t out_len, const char *in,
@@ -147,7 +162,7 @@ int narcache_base16_decode(void *out, size_t out_len, const char *in,
   }
   uint8_t *bytes = out;
   for (size_t i = 0; i < in_len; i++) {
-    int v = hex_value(in[i]);
+    int v = narcache__hex_value((unsigned char)in[i]);
     if (v < 0) {
       narcache__set_offset(err_offset, i);
       return NARCACHE_EBADCHAR;

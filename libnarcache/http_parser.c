@@ -7,6 +7,7 @@
  * could read differently (the stuff request smuggling is made of) is
  * refused rather than guessed at. */
 #include "http_internal.h"
+#include "common_internal.h"
 
 #include <limits.h>
 #include <string.h>
@@ -47,17 +48,6 @@ static void set_why(const char **why, const char *reason) {
 static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
 static int is_alpha(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-
-/* -1 when not a hexadecimal digit. */
-static int hex_value(unsigned char c) {
-  if (is_digit(c))
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
 
 /* tchar of RFC 9110 5.6.2: what methods, header names and list tokens are
  * made of. */
@@ -361,8 +351,8 @@ static int check_target(const char *t, size_t len, const char **why) {
   for (size_t i = 0; i < len; i++) {
     unsigned char c = (unsigned char)t[i];
     if (c == '%') {
-      if (i + 2 >= len || hex_value((unsigned char)t[i + 1]) < 0 ||
-          hex_value((unsigned char)t[i + 2]) < 0)
+      if (i + 2 >= len || narcache__hex_value((unsigned char)t[i + 1]) < 0 ||
+          narcache__hex_value((unsigned char)t[i + 2]) < 0)
         return reject(why, 400, "'%' in request-target not followed by two hex digits");
       i += 2;
     } else if (c == '#') {
@@ -550,8 +540,8 @@ static int check_host(narcache__http_span v, const char **why) {
   } else {
     for (; i < len && p[i] != ':'; i++) {
       if (p[i] == '%') {
-        if (i + 2 >= len || hex_value((unsigned char)p[i + 1]) < 0 ||
-            hex_value((unsigned char)p[i + 2]) < 0)
+        if (i + 2 >= len || narcache__hex_value((unsigned char)p[i + 1]) < 0 ||
+            narcache__hex_value((unsigned char)p[i + 2]) < 0)
           return reject(why, 400, "invalid Host");
         i += 2;
       } else if (!is_host_byte((unsigned char)p[i])) {
@@ -806,7 +796,7 @@ static int chunk_size_step(narcache__http_chunked *c, unsigned char b, enum chun
     *err = CHUNK_E_LINE_TOO_LONG;
     return -1;
   }
-  int h = hex_value(b);
+  int h = narcache__hex_value(b);
   switch (c->state) {
   case CHUNK_SIZE_START:
     if (h < 0) {

@@ -52,16 +52,9 @@ static int set_field(char **field, const char *s, size_t n, int decode) {
   char *d = narcache__malloc(n + 1);
   if (d == NULL)
     return NARCACHE_ENOMEM;
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned hi, lo;
-    if (decode && s[i] == '%' && i + 2 < n && sscanf(s + i + 1, "%1x%1x", &hi, &lo) == 2) {
-      d[k++] = (char)(hi << 4 | lo);
-      i += 2;
-    } else {
-      d[k++] = s[i];
-    }
-  }
+  size_t k = decode ? narcache__percent_decode(d, s, n) : n;
+  if (!decode)
+    memcpy(d, s, n);
   d[k] = '\0';
   narcache__free(*field);
   *field = d;

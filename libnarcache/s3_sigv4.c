@@ -132,32 +132,12 @@ static int append_canonical_path(narcache__buf *out, const narcache__sigv4_reque
 
 /* ---- query --------------------------------------------------------------- */
 
-static int hex_value(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /* Decode %XX escapes (others stay literal), then re-encode canonically. */
 static int append_reencoded(narcache__buf *out, const char *s, size_t len) {
   char *decoded = narcache__malloc(len + 1);
   if (decoded == NULL)
     return NARCACHE_ENOMEM;
-  size_t n = 0;
-  for (size_t i = 0; i < len; i++) {
-    int hi, lo;
-    if (s[i] == '%' && i + 2 < len && (hi = hex_value(s[i + 1])) >= 0 &&
-        (lo = hex_value(s[i + 2])) >= 0) {
-      decoded[n++] = (char)(hi << 4 | lo);
-      i += 2;
-    } else {
-      decoded[n++] = s[i];
-    }
-  }
+  size_t n = narcache__percent_decode(decoded, s, len);
   int rc = narcache__sigv4_uri_encode(out, decoded, n, 0);
   narcache__free(decoded);
   return rc;

@@ -1298,20 +1298,15 @@ static void store_overdue(srv_conn *c) {
 /* Routing                                                             */
 /* ------------------------------------------------------------------ */
 
-static int hex_value(char ch) {
-  return ch >= '0' && ch <= '9' ? ch - '0'
-         : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
-         : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
-                                  : -1;
-}
-
 /* Percent-decode `in` into c->x->name. 0, or -1 if it does not fit. */
 static int set_name(srv_conn *c, const char *in, size_t len) {
   size_t n = 0;
   for (size_t i = 0; i < len; i++) {
     char ch = in[i];
-    if (ch == '%' && i + 2 < len && hex_value(in[i + 1]) >= 0 && hex_value(in[i + 2]) >= 0) {
-      ch = (char)(hex_value(in[i + 1]) * 16 + hex_value(in[i + 2]));
+    int hi, lo;
+    if (ch == '%' && i + 2 < len && (hi = narcache__hex_value((unsigned char)in[i + 1])) >= 0 &&
+        (lo = narcache__hex_value((unsigned char)in[i + 2])) >= 0) {
+      ch = (char)(hi * 16 + lo);
       i += 2;
     }
     if (n + 1 >= sizeof c->x->name)

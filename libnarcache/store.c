@@ -235,6 +235,34 @@ int narcache_store_new(narcache_store **out, const narcache_store_methods *m, vo
   return NARCACHE_OK;
 }
 
+int narcache__store_narinfo_nar(const char *text, size_t len, char *file, size_t file_size) {
+  narcache_narinfo *ni = NULL;
+  if (narcache_narinfo_new(&ni, NULL) < 0)
+    return NARCACHE_EUNAVAIL;
+  /* Parsed leniently about the store directory: only the URL matters. */
+  int rc = narcache_narinfo_parse(ni, text, len);
+  size_t url_len = 0;
+  const char *url = rc == 0 ? narcache_narinfo_url(ni, &url_len) : NULL;
+  rc = rc == NARCACHE_ENOMEM ? NARCACHE_EUNAVAIL : 0;
+  if (url != NULL && url_len > 4 && memcmp(url, "nar/", 4) == 0) {
+    const char *name = url + 4;
+    size_t name_len = url_len - 4;
+    const char *query = memchr(name, '?', name_len);
+    if (query != NULL)
+      name_len = (size_t)(query - name);
+    if (narcache_object_name_check(NARCACHE_OBJECT_NAR, name, name_len) < 0 ||
+        name_len >= file_size) {
+      rc = NARCACHE_ECONFLICT;
+    } else {
+      memcpy(file, name, name_len);
+      file[name_len] = '\0';
+      rc = 1;
+    }
+  }
+  narcache_narinfo_free(ni);
+  return rc;
+}
+
 void *narcache__store_backend(narcache_store *s, const void *open_fn) {
   return s != NULL && (const void *)s->m.open == open_fn ? s->ctx : NULL;
 }

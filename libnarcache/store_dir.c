@@ -203,31 +203,15 @@ static int nar_is_staged(const dir_store *s, const char *file) {
  * the narinfo must be able to fetch the NAR. URLs outside nar/ (absolute
  * URLs to elsewhere) are the uploader's business. */
 static int check_nar_present(dir_upload *up) {
-  narcache_narinfo *ni = NULL;
-  int rc = narcache_narinfo_new(&ni, NULL);
-  if (rc < 0)
+  char name[300] = "nar/";
+  int rc = narcache__store_narinfo_nar(up->narinfo.data, up->narinfo.len, name + 4, sizeof name - 4);
+  if (rc != 1)
     return rc;
-  /* store.c has validated it against the store's directory; here only the
-   * URL matters, so parse leniently about the directory. */
-  rc = narcache_narinfo_parse(ni, up->narinfo.data, up->narinfo.len);
-  size_t url_len = 0;
-  const char *url = rc == 0 ? narcache_narinfo_url(ni, &url_len) : NULL;
-  if (url != NULL && url_len > 4 && memcmp(url, "nar/", 4) == 0) {
-    const char *file = url + 4;
-    size_t file_len = url_len - 4;
-    const char *query = memchr(file, '?', file_len);
-    if (query != NULL)
-      file_len = (size_t)(query - file);
-    struct stat st;
-    char name[300];
-    snprintf(name, sizeof name, "nar/%.*s", (int)file_len, file);
-    if (narcache_object_name_check(NARCACHE_OBJECT_NAR, file, file_len) < 0 ||
-        (!nar_is_staged(up->store, name + 4) &&
-         (fstatat(up->store->root_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))))
-      rc = NARCACHE_ECONFLICT;
-  }
-  narcache_narinfo_free(ni);
-  return rc == NARCACHE_EBADNARINFO ? NARCACHE_OK : rc; /* other store dirs: no URL check */
+  struct stat st;
+  if (!nar_is_staged(up->store, name + 4) &&
+      (fstatat(up->store->root_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)))
+    return NARCACHE_ECONFLICT;
+  return NARCACHE_OK;
 }
 
 /* ------------------------------------------------------------------ */

@@ -688,33 +688,15 @@ static int s3_upload_write(void *upload, const void *data, size_t len) {
 
 /* A narinfo must not go public before the NAR it names (as store_dir.c). */
 static int check_nar_present(s3_upload *up) {
-  narcache_narinfo *ni = NULL;
-  int rc = narcache_narinfo_new(&ni, NULL);
-  if (rc < 0)
-    return NARCACHE_EUNAVAIL;
-  rc = narcache_narinfo_parse(ni, up->memory.data, up->memory.len);
-  size_t url_len = 0;
-  const char *url = rc == 0 ? narcache_narinfo_url(ni, &url_len) : NULL;
-  if (url != NULL && url_len > 4 && memcmp(url, "nar/", 4) == 0) {
-    const char *file = url + 4;
-    size_t file_len = url_len - 4;
-    const char *query = memchr(file, '?', file_len);
-    if (query != NULL)
-      file_len = (size_t)(query - file);
-    char key[KEY_MAX];
-    if (narcache_object_name_check(NARCACHE_OBJECT_NAR, file, file_len) < 0 ||
-        object_key(key, sizeof key, NARCACHE_OBJECT_NAR, file, file_len) < 0) {
-      rc = NARCACHE_ECONFLICT;
-    } else {
-      s3_call call = {.method = "HEAD", .key = key,
-                      .total_timeout_ms = up->s->cfg.request_timeout_ms};
-      rc = s3_exchange(up->s, &call, 0, NULL, NULL, NULL, NULL);
-      if (rc == NARCACHE_ENOTFOUND)
-        rc = NARCACHE_ECONFLICT;
-    }
-  }
-  narcache_narinfo_free(ni);
-  return rc == NARCACHE_EBADNARINFO ? NARCACHE_OK : rc;
+  char file[300], key[KEY_MAX];
+  int rc = narcache__store_narinfo_nar(up->memory.data, up->memory.len, file, sizeof file);
+  if (rc != 1)
+    return rc;
+  if (object_key(key, sizeof key, NARCACHE_OBJECT_NAR, file, strlen(file)) < 0)
+    return NARCACHE_ECONFLICT;
+  s3_call call = {.method = "HEAD", .key = key, .total_timeout_ms = up->s->cfg.request_timeout_ms};
+  rc = s3_exchange(up->s, &call, 0, NULL, NULL, NULL, NULL);
+  return rc == NARCACHE_ENOTFOUND ? NARCACHE_ECONFLICT : rc;
 }
 
 static int commit_memory(s3_upload *up) {
