@@ -7,7 +7,8 @@
  * leaving nothing, the narinfo commit rule, the metadata cache (ours
  * updated at once, another writer seen after the negative TTL), errors that
  * must read as "unavailable" rather than "absent", configuration errors
- * with messages, and concurrent readers. */
+ * with messages, retries through a gateway that fails every other request
+ * (tests/s3/flaky_proxy.py), and concurrent readers. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <setjmp.h>
@@ -32,12 +33,12 @@ static narcache_store *open_store(const char *prefix, unsigned flags, narcache_s
   if (more != NULL)
     o = *more;
   char error[256] = "";
-  o.version = NARCACHE_S3_OPTIONS_VERSION;
-  o.bucket = bucket;
-  o.endpoint = endpoint;
+  o.version = NARCACHE_S3_OPTIONS_VERSION; /* what `more` leaves out: the gateway's */
+  o.bucket = o.bucket ? o.bucket : bucket;
+  o.endpoint = o.endpoint ? o.endpoint : endpoint;
   o.prefix = prefix;
   o.access_key = access_key;
-  o.secret_key = secret_key;
+  o.secret_key = o.secret_key ? o.secret_key : secret_key;
   o.flags = flags;
   o.error = error;
   o.error_size = sizeof error;
@@ -283,11 +284,9 @@ static void test_refused_and_unreachable_are_not_absent(void **state) {
   (void)state;
   char message[300];
   /* wrong secret: a clear error at the check, 503 (never 404) for reads */
-  narcache_s3_options o = {.max_attempts = 1};
-  const char *real_secret = secret_key;
-  secret_key = "wrong-secret-key-wrong-secret-key-wrong0";
+  narcache_s3_options o = {.max_attempts = 1,
+                           .secret_key = "wrong-secret-key-wrong-secret-key-wrong0"};
   narcache_store *s = open_store(NULL, 0, &o);
-  secret_key = real_secret;
   assert_int_equal(narcache_store_s3_check(s, message, sizeof message), NARCACHE_EBADKEY);
   assert_non_null(strstr(message, "credentials"));
   narcache_reader r = {.version = NARCACHE_READER_VERSION};
@@ -297,21 +296,17 @@ static void test_refused_and_unreachable_are_not_absent(void **state) {
   narcache_store_free(s);
 
   /* no such bucket */
-  const char *real_bucket = bucket;
-  bucket = "narcache-no-such-bucket";
-  s = open_store(NULL, 0, NULL);
-  bucket = real_bucket;
+  narcache_s3_options other = {.bucket = "narcache-no-such-bucket"};
+  s = open_store(NULL, 0, &other);
   assert_int_equal(narcache_store_s3_check(s, message, sizeof message), NARCACHE_ENOTFOUND);
   assert_non_null(strstr(message, "no such bucket"));
   narcache_store_free(s);
 
   /* nothing listening: unavailable, within the connect timeout and retries */
-  const char *real_endpoint = endpoint;
-  endpoint = "http://127.0.0.1:9"; /* discard: closed here */
-  narcache_s3_options quick = {.connect_timeout_ms = 300, .request_timeout_ms = 1000,
+  narcache_s3_options quick = {.endpoint = "http://127.0.0.1:9", /* discard: closed here */
+                               .connect_timeout_ms = 300, .request_timeout_ms = 1000,
                                .max_attempts = 2};
   s = open_store(NULL, 0, &quick);
-  endpoint = real_endpoint;
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   assert_int_equal(narcache_store_open(&r, s, NARCACHE_OBJECT_NARINFO,
@@ -378,6 +373,69 @@ static void test_configuration_errors(void **state) {
     free(saved_id);
   }
   unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+}
+
+/* ---- retries ------------------------------------------------------------------ */
+
+/* "injected N" of a flaky_proxy counts file. */
+static long injected(const char *counts_file) {
+  FILE *f = fopen(counts_file, "r");
+  if (f == NULL)
+    return 0;
+  long forwarded = 0, n = 0;
+  if (fscanf(f, "forwarded %ld\ninjected %ld", &forwarded, &n) != 2)
+    n = 0;
+  fclose(f);
+  return n;
+}
+
+/* Through tests/s3/flaky_proxy.py: every other request to the real gateway
+ * answered 503 SlowDown or 500 InternalError. Everything that can be sent
+ * again must succeed anyway; through a proxy that fails every request, a
+ * call gives up with EUNAVAIL after max_attempts tries, within its budget. */
+static void test_retries_through_a_flaky_gateway(void **state) {
+  (void)state;
+  const char *flaky = getenv("S3_FLAKY_ENDPOINT"), *flaky_counts = getenv("S3_FLAKY_COUNTS");
+  const char *down = getenv("S3_DOWN_ENDPOINT"), *down_counts = getenv("S3_DOWN_COUNTS");
+  if (!flaky || !flaky_counts || !down || !down_counts)
+    fail_msg("run through tests/s3/run.sh (S3_FLAKY_ENDPOINT, S3_DOWN_ENDPOINT, ...)");
+  narcache_s3_options o = {.endpoint = flaky, .max_attempts = 6};
+  narcache_store *s = open_store("flaky", NARCACHE_STORE_S3_WRITABLE, &o);
+  long before = injected(flaky_counts);
+  char hash[33], nar[64];
+  hash_part(hash, 3);
+  nar_name(nar, sizeof nar, "flaky");
+  uint8_t *data = random_bytes(4000, 13);
+  size_t text_len = 0;
+  char *text = narinfo_text(hash, nar, data, 4000, &text_len);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(narcache_store_probe(s), 0);
+  assert_int_equal(put(s, NARCACHE_OBJECT_NAR, nar, data, 4000), 0);        /* PUT */
+  assert_int_equal(put(s, NARCACHE_OBJECT_NARINFO, hash, text, text_len), 0); /* HEAD, PUT */
+  narcache_store_free(s);
+  s = open_store("flaky", 0, &o); /* a fresh cache: every read asks */
+  for (int i = 0; i < 3; i++) {
+    expect_object(s, NARCACHE_OBJECT_NARINFO, hash, (const uint8_t *)text, text_len);
+    expect_object(s, NARCACHE_OBJECT_NAR, nar, data, 4000);
+    narcache_store_free(s);
+    s = open_store("flaky", 0, &o);
+  }
+  assert_true(injected(flaky_counts) - before >= 5);
+  narcache_store_free(s);
+
+  narcache_s3_options d = {.endpoint = down, .max_attempts = 3, .request_timeout_ms = 5000};
+  s = open_store("flaky", 0, &d);
+  before = injected(down_counts);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  narcache_reader r = {.version = NARCACHE_READER_VERSION};
+  assert_int_equal(narcache_store_open(&r, s, NARCACHE_OBJECT_NARINFO, hash, 32), NARCACHE_EUNAVAIL);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  assert_int_equal(injected(down_counts) - before, 3); /* max_attempts tries */
+  assert_true(t1.tv_sec - t0.tv_sec < 5);
+  narcache_store_free(s);
+  narcache_free(text);
+  free(data);
 }
 
 /* ---- concurrency ------------------------------------------------------------- */
@@ -455,6 +513,7 @@ int main(void) {
       cmocka_unit_test(test_other_writer_seen_after_negative_ttl),
       cmocka_unit_test(test_refused_and_unreachable_are_not_absent),
       cmocka_unit_test(test_configuration_errors),
+      cmocka_unit_test(test_retries_through_a_flaky_gateway),
       cmocka_unit_test(test_concurrent_readers),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);

@@ -20,6 +20,22 @@ env_lines=$(python3 "$here/rgw_cluster.py" start "$RGW_DIR") # says how long it 
 eval "$env_lines"
 export S3_ENDPOINT S3_ACCESS_KEY S3_SECRET_KEY S3_REGION RGW_DIR
 
+# Two fault injectors in front of the gateway: one fails every other
+# request (503 SlowDown / 500), one fails them all.
+rgw_port=${S3_ENDPOINT##*:}
+proxies=()
+for kind in flaky:2 down:1; do
+    python3 "$here/flaky_proxy.py" "$rgw_port" "$RGW_DIR/${kind%%:*}.port" --every "${kind##*:}" \
+        2> "$RGW_DIR/${kind%%:*}.log" &
+    proxies+=($!)
+done
+trap 'kill "${proxies[@]}" 2>/dev/null; cleanup' EXIT
+for kind in flaky down; do
+    for _ in $(seq 1 50); do [[ -s $RGW_DIR/$kind.port ]] && break; sleep 0.1; done
+done
+export S3_FLAKY_ENDPOINT=http://127.0.0.1:$(cat "$RGW_DIR/flaky.port") S3_FLAKY_COUNTS=$RGW_DIR/flaky.port.counts
+export S3_DOWN_ENDPOINT=http://127.0.0.1:$(cat "$RGW_DIR/down.port") S3_DOWN_COUNTS=$RGW_DIR/down.port.counts
+
 python3 "$here/rgw_cluster.py" bucket "$RGW_DIR" store-tests
 S3_BUCKET=store-tests "$test_bin"
 if [[ -n $library ]]; then
