@@ -518,6 +518,7 @@ typedef struct s3_upload {
   size_t name_len;
   char key[KEY_MAX];
   uint64_t size, written;
+  uint8_t last_byte; /* streamed: held back until the commit */
   narcache__buf memory;
   narcache__s3_xfer *x; /* the running PUT (of the object, or of a part) */
   char *upload_id;      /* multipart */
@@ -675,8 +676,16 @@ static int s3_upload_write(void *upload, const void *data, size_t len) {
     up->written += len;
     return narcache__buf_append(&up->memory, data, len) == 0 ? NARCACHE_OK : NARCACHE_EUNAVAIL;
   case UPLOAD_STREAM: {
+    /* The object's last byte waits for the commit: until S3 has every
+     * byte the PUT cannot complete, so an upload the caller abandons after
+     * writing it all (a NAR that failed verification) never appears. */
+    size_t pass = len;
+    if (len > 0 && up->written + len == up->size) {
+      up->last_byte = ((const uint8_t *)data)[len - 1];
+      pass = len - 1;
+    }
     uint64_t deadline = narcache__s3_now_ms() + up->s->cfg.stall_timeout_ms;
-    int rc = narcache__s3_xfer_write(up->x, data, len, deadline);
+    int rc = narcache__s3_xfer_write(up->x, data, pass, deadline);
     if (rc == 0)
       up->written += len;
     return rc;
@@ -777,6 +786,13 @@ static void upload_release(s3_upload *up) {
   narcache__free(up);
 }
 
+/* Send the byte held back, then wait for S3 to take the object. */
+static int commit_stream(s3_upload *up) {
+  uint64_t deadline = narcache__s3_now_ms() + up->s->cfg.stall_timeout_ms;
+  int rc = narcache__s3_xfer_write(up->x, &up->last_byte, 1, deadline);
+  return rc == 0 ? finish_put(up, NULL, 0) : rc;
+}
+
 static int s3_upload_commit(void *upload) {
   s3_upload *up = upload;
   int rc;
@@ -785,7 +801,7 @@ static int s3_upload_commit(void *upload) {
   else if (up->mode == UPLOAD_MEMORY)
     rc = commit_memory(up);
   else if (up->mode == UPLOAD_STREAM)
-    rc = finish_put(up, NULL, 0);
+    rc = commit_stream(up);
   else
     rc = up->x != NULL ? end_part(up) : NARCACHE_OK;
   if (up->mode == UPLOAD_MULTIPART) {

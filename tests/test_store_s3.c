@@ -219,22 +219,25 @@ static void test_abandoned_uploads_leave_nothing(void **state) {
   (void)state;
   narcache_s3_options o = {.part_size = 5u << 20, .multipart_threshold = 6u << 20};
   narcache_store *s = open_store("abandon", NARCACHE_STORE_S3_WRITABLE, &o);
-  const size_t sizes[] = {3u << 20, 12u << 20}; /* streamed, multipart */
-  for (size_t i = 0; i < 2; i++) {
+  /* streamed: dropped mid-body, and dropped with every byte written (as the
+   * server does with a NAR that fails verification); multipart: committed
+   * short, and dropped complete */
+  const size_t sizes[] = {3u << 20, 3u << 20, 12u << 20, 12u << 20};
+  for (size_t i = 0; i < 4; i++) {
     char name[64];
     snprintf(name, sizeof name, "abandon%zu-%u.nar", i, run_id);
-    uint8_t *data = random_bytes(sizes[i] / 2 + 7, 5);
+    size_t written = i % 2 ? sizes[i] : sizes[i] / 2 + 7;
+    uint8_t *data = random_bytes(written, 5);
     narcache_upload *up = NULL;
     assert_int_equal(narcache_store_upload_begin(&up, s, NARCACHE_OBJECT_NAR, name, strlen(name),
                                                  sizes[i]),
                      0);
-    assert_int_equal(narcache_upload_write(up, data, sizes[i] / 2 + 7), 0);
-    if (i == 0) {
-      narcache_upload_free(up); /* dropped mid-body */
-    } else {
+    assert_int_equal(narcache_upload_write(up, data, written), 0);
+    if (i == 2)
       assert_int_equal(narcache_upload_commit(up), NARCACHE_EMISUSE); /* short */
-      narcache_upload_free(up);
-    }
+    if (i % 2)
+      usleep(300 * 1000); /* time for S3 to finish a PUT it should not finish */
+    narcache_upload_free(up);
     narcache_reader r = {.version = NARCACHE_READER_VERSION};
     assert_int_equal(narcache_store_open(&r, s, NARCACHE_OBJECT_NAR, name, strlen(name)),
                      NARCACHE_ENOTFOUND);
