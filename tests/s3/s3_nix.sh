@@ -122,6 +122,18 @@ for p in "${CLOSURE[@]}"; do
         echo "narinfo of $p names $nar, which is missing" >&2; exit 1; }
 done
 echo "uploads through two servers at once, substituted through a third: consistent"
+# a NAR refused after all its bytes arrived (not named by its hash) leaves
+# no object behind, though it streamed to the bucket as it came
+nix-store --dump "$SRC/tree" | zstd -q > "$TMP/tree.nar.zst"
+wrong=0000000000000000000000000000000000000000000000000000
+code=$(curl -s -o "$TMP/refused.txt" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+    -T "$TMP/tree.nar.zst" "http://127.0.0.1:$PORT_UP1/nar/$wrong.nar.zst")
+[[ $code == 400 ]] || { echo "a misnamed NAR got $code: $(cat "$TMP/refused.txt")" >&2; exit 1; }
+code=$(curl -s -o /dev/null -w '%{http_code}' -I --aws-sigv4 "aws:amz:$S3_REGION:s3" \
+    --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
+    "$S3_ENDPOINT/nix-upload/nar/$wrong.nar.zst")
+[[ $code == 404 ]] || { echo "the refused NAR is in the bucket ($code)" >&2; exit 1; }
+echo "a refused $(stat -c %s "$TMP/tree.nar.zst")-byte NAR: 400, nothing in the bucket"
 
 # ---- 3a. the gateway goes away while a NAR downloads
 PORT=$PORT_ONE
