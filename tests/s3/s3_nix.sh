@@ -5,7 +5,8 @@
 #  1. `narcache cache add --to s3://...` fills a bucket; two servers on
 #     different ports serve it; Nix substitutes the closure through each,
 #     signatures required, NARs identical; and through a third that sends
-#     NARs by 307 to presigned URLs.
+#     NARs by 307 to presigned URLs. A bucket holding what `nix copy --to
+#     file://` wrote (xz NARs, listings) is served the same way.
 #  2. `nix copy --to http://A` uploads through one server; Nix substitutes it
 #     back through another; two servers taking the same upload at once end
 #     consistent.
@@ -86,6 +87,23 @@ h=$(basename "$P_DEMO" | cut -c1-32)
 nar=$(curl -sf "http://127.0.0.1:$PORT/$h.narinfo" | sed -n 's/^URL: //p')
 [[ $(curl -sfL -r 1000-1999 "http://127.0.0.1:$PORT/$nar" | sha256sum) == \
    $(curl -sf -r 1000-1999 "http://127.0.0.1:$PORT_ONE/$nar" | sha256sum) ]]
+
+# ---- 1b. a bucket laid out by Nix itself: Debian's Nix has no s3:// store,
+# so `nix copy --to file://` (xz, signed, with listings) and every file put
+# into a bucket as it is, as an `aws s3 sync` would
+"${NIX[@]}" copy "${NIXOPTS[@]}" \
+    --to "file://$TMP/nixcache?secret-key=$TMP/cache.sk&write-nar-listing=true" "$P_DEMO"
+python3 "$rgw" bucket "$RGW_DIR" nix-written
+files=()
+while IFS= read -r f; do files+=(-T "$TMP/nixcache/$f" "$S3_ENDPOINT/nix-written/$f"); done \
+    < <(cd "$TMP/nixcache" && find . -type f -printf '%P\n')
+curl -sf --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" \
+    -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "${files[@]}" > /dev/null
+start_server nixwritten --s3 "s3://nix-written?endpoint=$S3_ENDPOINT" --access-log
+P_BUILT=$P_DEMO
+mapfile -t CLOSURE < <(nix-store -qR "$P_DEMO")
+substitute nixwritten "$(cat "$TMP/cache.pk")"
+grep -q 'route=nar status=200' "$TMP/nixwritten.log"
 
 # ---- 2. uploads through one server, substitution through another
 python3 "$rgw" bucket "$RGW_DIR" nix-upload
