@@ -16,12 +16,16 @@
  * size thus needs two rings of memory, whatever the speeds at either end.
  *
  * Cross-thread requests (new transfers, unpause, cancel) are queued under
- * the lock and delivered by a uv_async_t; a queued transfer holds a
- * reference so it cannot be freed under the I/O thread. */
+ * the engine's lock and delivered by a uv_async_t; a queued transfer holds
+ * a reference so it cannot be freed under the I/O thread. Each transfer's
+ * own state (rings, head, result) has a lock of its own, so transfers do
+ * not contend with each other; when both are needed, a transfer's lock is
+ * taken first. */
 #define _GNU_SOURCE
 #include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +48,7 @@ struct narcache__s3_io {
   uv_async_t wake;
   uv_timer_t timer;
   CURLM *multi;
-  pthread_mutex_t lock;
+  pthread_mutex_t lock;        /* the two lists and `stopping` */
   narcache__s3_xfer *incoming; /* lock: to add to the multi */
   narcache__s3_xfer *poked;    /* lock: to unpause or cancel */
   int stopping;                /* lock */
@@ -55,9 +59,10 @@ struct narcache__s3_xfer {
   narcache__s3_io *io;
   CURL *easy;
   struct curl_slist *headers;
+  pthread_mutex_t lock; /* "lock" below: this transfer's state */
   pthread_cond_t cond;
-  int waiters; /* lock: callers blocked on cond (no signal needed without) */
-  int refs;    /* lock */
+  int waiters;      /* lock: callers blocked on cond (no signal needed without) */
+  atomic_int refs;  /* the caller, the I/O thread, a pending poke */
   /* request body: memory, or a stream fed by _write */
   const uint8_t *body;
   size_t body_len, body_pos;
@@ -73,7 +78,7 @@ struct narcache__s3_xfer {
   int done;       /* lock */
   int result;     /* lock: 0 or NARCACHE_E* once done */
   int cancel;     /* lock */
-  int in_poke_list;
+  int in_poke_list; /* the engine's lock */
   int in_multi; /* I/O thread */
   narcache__s3_xfer *next_incoming, *next_poke, *prev_active, *next_active;
   narcache__s3_head head; /* lock: filled while the head arrives */
@@ -127,7 +132,7 @@ static int wait_until(narcache__s3_xfer *x, uint64_t deadline_ms) {
   if (narcache__s3_now_ms() >= deadline_ms)
     return ETIMEDOUT;
   x->waiters++;
-  int rc = pthread_cond_timedwait(&x->cond, &x->io->lock, &ts);
+  int rc = pthread_cond_timedwait(&x->cond, &x->lock, &ts);
   x->waiters--;
   return rc;
 }
@@ -146,39 +151,45 @@ static void xfer_destroy(narcache__s3_xfer *x) {
     curl_easy_cleanup(x->easy);
   curl_slist_free_all(x->headers);
   pthread_cond_destroy(&x->cond);
+  pthread_mutex_destroy(&x->lock);
   narcache__free(x->send.buf);
   narcache__free(x->recv.buf);
   narcache__free(x);
 }
 
-/* Drop a reference (lock held); 1 when it was the last (free after unlock). */
-static int unref_locked(narcache__s3_xfer *x) { return --x->refs == 0; }
+/* Drop a reference; the last one frees the transfer. No lock held. */
+static void unref(narcache__s3_xfer *x) {
+  if (atomic_fetch_sub(&x->refs, 1) == 1)
+    xfer_destroy(x);
+}
 
-/* Ask the I/O thread to look at `x` (unpause, or cancel). Lock held. */
+/* Ask the I/O thread to look at `x` (unpause, or cancel). x->lock held. */
 static void poke_locked(narcache__s3_xfer *x) {
-  if (x->in_poke_list || x->done)
+  if (x->done)
     return;
-  x->in_poke_list = 1;
-  x->refs++;
-  x->next_poke = x->io->poked;
-  x->io->poked = x;
-  uv_async_send(&x->io->wake);
+  narcache__s3_io *io = x->io;
+  pthread_mutex_lock(&io->lock);
+  if (!x->in_poke_list) {
+    x->in_poke_list = 1;
+    atomic_fetch_add(&x->refs, 1);
+    x->next_poke = io->poked;
+    io->poked = x;
+    uv_async_send(&io->wake);
+  }
+  pthread_mutex_unlock(&io->lock);
 }
 
 /* The transfer is over (I/O thread): record, wake the caller, drop the I/O
  * thread's reference. */
 static void finish(narcache__s3_xfer *x, int result) {
-  narcache__s3_io *io = x->io;
-  pthread_mutex_lock(&io->lock);
+  pthread_mutex_lock(&x->lock);
   if (!x->done) {
     x->done = 1;
     x->result = result;
   }
   wake_caller(x);
-  int last = unref_locked(x);
-  pthread_mutex_unlock(&io->lock);
-  if (last)
-    xfer_destroy(x);
+  pthread_mutex_unlock(&x->lock);
+  unref(x);
 }
 
 static int result_of(CURLcode code, long status) {
@@ -238,11 +249,11 @@ static void check_finished(narcache__s3_io *io) {
     remove_from_multi(x);
     long status = 0;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
-    pthread_mutex_lock(&io->lock);
+    pthread_mutex_lock(&x->lock);
     if (x->status == 0)
       x->status = status;
     int cancelled = x->cancel;
-    pthread_mutex_unlock(&io->lock);
+    pthread_mutex_unlock(&x->lock);
     finish(x, cancelled ? NARCACHE_ECANCELED : result_of(code, status));
   }
 }
@@ -339,9 +350,9 @@ static void on_wake(uv_async_t *a) {
   while (incoming != NULL) {
     narcache__s3_xfer *x = incoming;
     incoming = x->next_incoming;
-    pthread_mutex_lock(&io->lock);
+    pthread_mutex_lock(&x->lock);
     int cancelled = x->cancel || stopping;
-    pthread_mutex_unlock(&io->lock);
+    pthread_mutex_unlock(&x->lock);
     if (cancelled || curl_multi_add_handle(io->multi, x->easy) != CURLM_OK) {
       finish(x, cancelled ? NARCACHE_ECANCELED : NARCACHE_ENOMEM);
       continue;
@@ -357,8 +368,10 @@ static void on_wake(uv_async_t *a) {
     poked = x->next_poke;
     pthread_mutex_lock(&io->lock);
     x->in_poke_list = 0;
-    int cancel = x->cancel || stopping;
     pthread_mutex_unlock(&io->lock);
+    pthread_mutex_lock(&x->lock);
+    int cancel = x->cancel || stopping;
+    pthread_mutex_unlock(&x->lock);
     if (x->in_multi) {
       if (cancel) {
         remove_from_multi(x);
@@ -368,11 +381,7 @@ static void on_wake(uv_async_t *a) {
         curl_easy_pause(x->easy, CURLPAUSE_CONT);
       }
     }
-    pthread_mutex_lock(&io->lock);
-    int last = unref_locked(x); /* the poke's reference */
-    pthread_mutex_unlock(&io->lock);
-    if (last)
-      xfer_destroy(x);
+    unref(x); /* the poke's reference */
   }
   if (stopping) {
     cancel_everything(io);
@@ -412,7 +421,7 @@ static void header_value(char *out, size_t size, const char *line, size_t len) {
 static size_t on_header(char *line, size_t size, size_t nitems, void *userdata) {
   narcache__s3_xfer *x = userdata;
   size_t len = size * nitems;
-  pthread_mutex_lock(&x->io->lock);
+  pthread_mutex_lock(&x->lock);
   if (len >= 12 && memcmp(line, "HTTP/", 5) == 0) {
     /* A new head (after a 100 Continue, too): forget the previous one. */
     const char *sp = memchr(line, ' ', len);
@@ -442,16 +451,16 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata) 
   } else if (header_is(line, len, "content-encoding")) {
     header_value(x->head.content_encoding, sizeof x->head.content_encoding, line, len);
   }
-  pthread_mutex_unlock(&x->io->lock);
+  pthread_mutex_unlock(&x->lock);
   return len;
 }
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata) {
   narcache__s3_xfer *x = userdata;
   size_t len = size * nmemb;
-  pthread_mutex_lock(&x->io->lock);
+  pthread_mutex_lock(&x->lock);
   if (x->cancel) {
-    pthread_mutex_unlock(&x->io->lock);
+    pthread_mutex_unlock(&x->lock);
     return 0; /* CURLE_WRITE_ERROR: the transfer ends */
   }
   if (x->status >= 300) { /* an error document: keep its start for messages */
@@ -460,17 +469,17 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata) {
     memcpy(x->error_body + x->error_body_len, data, n);
     x->error_body_len += n;
     x->error_body[x->error_body_len] = '\0';
-    pthread_mutex_unlock(&x->io->lock);
+    pthread_mutex_unlock(&x->lock);
     return len;
   }
   if (ring_room(&x->recv) < len) {
     x->recv_paused = 1;
-    pthread_mutex_unlock(&x->io->lock);
+    pthread_mutex_unlock(&x->lock);
     return CURL_WRITEFUNC_PAUSE;
   }
   ring_push(&x->recv, (const uint8_t *)data, len);
   wake_caller(x);
-  pthread_mutex_unlock(&x->io->lock);
+  pthread_mutex_unlock(&x->lock);
   return len;
 }
 
@@ -483,7 +492,7 @@ static size_t on_send(char *buffer, size_t size, size_t nitems, void *userdata) 
     x->body_pos += n;
     return n;
   }
-  pthread_mutex_lock(&x->io->lock);
+  pthread_mutex_lock(&x->lock);
   size_t n = 0;
   if (x->cancel) {
     n = CURL_READFUNC_ABORT;
@@ -494,7 +503,7 @@ static size_t on_send(char *buffer, size_t size, size_t nitems, void *userdata) 
     x->send_paused = 1;
     n = CURL_READFUNC_PAUSE;
   }
-  pthread_mutex_unlock(&x->io->lock);
+  pthread_mutex_unlock(&x->lock);
   return n;
 }
 
@@ -626,12 +635,18 @@ int narcache__s3_xfer_start(narcache__s3_xfer **out, narcache__s3_io *io,
   x->body_len = r->body != NULL ? (size_t)r->body_size : 0;
   x->streaming = r->body == NULL && r->body_size > 0;
   x->head.content_length = UINT64_MAX;
+  if (pthread_mutex_init(&x->lock, NULL) != 0) {
+    curl_slist_free_all(headers);
+    narcache__free(x);
+    return NARCACHE_ENOMEM;
+  }
   pthread_condattr_t attr;
   pthread_condattr_init(&attr);
   pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
   int cond_ok = pthread_cond_init(&x->cond, &attr) == 0;
   pthread_condattr_destroy(&attr);
   if (!cond_ok) {
+    pthread_mutex_destroy(&x->lock);
     curl_slist_free_all(headers);
     narcache__free(x);
     return NARCACHE_ENOMEM;
@@ -647,7 +662,7 @@ int narcache__s3_xfer_start(narcache__s3_xfer **out, narcache__s3_io *io,
     xfer_destroy(x);
     return rc;
   }
-  x->refs = 2; /* the caller and the I/O thread */
+  atomic_init(&x->refs, 2); /* the caller and the I/O thread */
   pthread_mutex_lock(&io->lock);
   x->next_incoming = io->incoming;
   io->incoming = x;
@@ -658,27 +673,27 @@ int narcache__s3_xfer_start(narcache__s3_xfer **out, narcache__s3_io *io,
 }
 
 int narcache__s3_xfer_wait_head(narcache__s3_xfer *x, uint64_t deadline_ms, long *status) {
-  pthread_mutex_lock(&x->io->lock);
+  pthread_mutex_lock(&x->lock);
   int timed_out = 0;
   while (!x->head_done && !x->done && !timed_out)
     timed_out = wait_until(x, deadline_ms) == ETIMEDOUT;
   int rc = x->head_done ? 0 : x->done ? (x->result != 0 ? x->result : NARCACHE_EIO)
                                       : NARCACHE_EUNAVAIL;
   *status = x->status;
-  pthread_mutex_unlock(&x->io->lock);
+  pthread_mutex_unlock(&x->lock);
   return rc;
 }
 
 void narcache__s3_xfer_head(narcache__s3_xfer *x, narcache__s3_head *head) {
-  pthread_mutex_lock(&x->io->lock);
+  pthread_mutex_lock(&x->lock);
   *head = x->head;
-  pthread_mutex_unlock(&x->io->lock);
+  pthread_mutex_unlock(&x->lock);
 }
 
 int narcache__s3_xfer_read(narcache__s3_xfer *x, void *buf, size_t len, size_t *got,
                            uint64_t deadline_ms) {
   *got = 0;
-  pthread_mutex_lock(&x->io->lock);
+  pthread_mutex_lock(&x->lock);
   int timed_out = 0;
   while (x->recv.len == 0 && !x->done && !timed_out)
     timed_out = wait_until(x, deadline_ms) == ETIMEDOUT;
@@ -695,14 +710,14 @@ int narcache__s3_xfer_read(narcache__s3_xfer *x, void *buf, size_t len, size_t *
   } else {
     rc = NARCACHE_EUNAVAIL; /* nothing arrived in time */
   }
-  pthread_mutex_unlock(&x->io->lock);
+  pthread_mutex_unlock(&x->lock);
   return rc;
 }
 
 int narcache__s3_xfer_write(narcache__s3_xfer *x, const void *data, size_t len,
                             uint64_t deadline_ms) {
   const uint8_t *p = data;
-  pthread_mutex_lock(&x->io->lock);
+  pthread_mutex_lock(&x->lock);
   int rc = NARCACHE_OK;
   while (len > 0) {
     if (x->done) {
@@ -726,35 +741,35 @@ int narcache__s3_xfer_write(narcache__s3_xfer *x, const void *data, size_t len,
       poke_locked(x);
     }
   }
-  pthread_mutex_unlock(&x->io->lock);
+  pthread_mutex_unlock(&x->lock);
   return rc;
 }
 
 void narcache__s3_xfer_end_body(narcache__s3_xfer *x) {
-  pthread_mutex_lock(&x->io->lock);
+  pthread_mutex_lock(&x->lock);
   x->send_eof = 1;
   if (x->send_paused) {
     x->send_paused = 0;
     poke_locked(x);
   }
-  pthread_mutex_unlock(&x->io->lock);
+  pthread_mutex_unlock(&x->lock);
 }
 
 int narcache__s3_xfer_wait_done(narcache__s3_xfer *x, uint64_t deadline_ms, long *status) {
-  pthread_mutex_lock(&x->io->lock);
+  pthread_mutex_lock(&x->lock);
   int timed_out = 0;
   while (!x->done && !timed_out)
     timed_out = wait_until(x, deadline_ms) == ETIMEDOUT;
   int rc = x->done ? x->result : NARCACHE_EUNAVAIL;
   *status = x->status;
-  pthread_mutex_unlock(&x->io->lock);
+  pthread_mutex_unlock(&x->lock);
   return rc;
 }
 
 const char *narcache__s3_xfer_error_body(narcache__s3_xfer *x) {
-  pthread_mutex_lock(&x->io->lock);
+  pthread_mutex_lock(&x->lock);
   const char *body = x->error_body; /* written only before done / status >= 300 */
-  pthread_mutex_unlock(&x->io->lock);
+  pthread_mutex_unlock(&x->lock);
   return body;
 }
 
@@ -763,13 +778,11 @@ const char *narcache__s3_xfer_curl_error(narcache__s3_xfer *x) { return x->curl_
 void narcache__s3_xfer_free(narcache__s3_xfer *x) {
   if (x == NULL)
     return;
-  pthread_mutex_lock(&x->io->lock);
+  pthread_mutex_lock(&x->lock);
   if (!x->done) {
     x->cancel = 1;
     poke_locked(x);
   }
-  int last = unref_locked(x);
-  pthread_mutex_unlock(&x->io->lock);
-  if (last)
-    xfer_destroy(x);
+  pthread_mutex_unlock(&x->lock);
+  unref(x);
 }
