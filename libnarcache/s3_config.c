@@ -36,7 +36,7 @@ static char *dup_n(const char *s, size_t n) {
 static char *dup_str(const char *s) { return s != NULL ? dup_n(s, strlen(s)) : NULL; }
 
 void narcache__s3_config_free(narcache__s3_config *c) {
-  char **strings[] = {&c->scheme, &c->host, &c->redirect_scheme, &c->redirect_host,
+  char **strings[] = {&c->scheme, &c->host, &c->redirect_scheme, &c->redirect_host, &c->ca_file,
                       &c->bucket, &c->prefix, &c->region,
                       &c->access_key, &c->secret_key, &c->session_token};
   for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
@@ -63,12 +63,12 @@ static int set_field(char **field, const char *s, size_t n, int decode) {
 
 /* Parsed from the URL, then overridden by the options' own fields. */
 typedef struct url_parts {
-  char *bucket, *prefix, *endpoint, *region, *profile, *scheme, *addressing;
+  char *bucket, *prefix, *endpoint, *region, *profile, *scheme, *addressing, *ca_file;
 } url_parts;
 
 static void url_parts_free(url_parts *u) {
   char **all[] = {&u->bucket, &u->prefix, &u->endpoint, &u->region,
-                  &u->profile, &u->scheme, &u->addressing};
+                  &u->profile, &u->scheme, &u->addressing, &u->ca_file};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
     narcache__free(*all[i]);
 }
@@ -94,10 +94,12 @@ static int parse_url(url_parts *u, const char *url, const narcache_s3_options *o
     if (eq == NULL)
       continue;
     size_t name_len = (size_t)(eq - param), value_len = (size_t)(param_end - eq - 1);
-    static const char *const names[] = {"endpoint", "region", "profile", "scheme", "addressing"};
-    char **fields[] = {&u->endpoint, &u->region, &u->profile, &u->scheme, &u->addressing};
+    static const char *const names[] = {"endpoint", "region",     "profile",
+                                        "scheme",   "addressing", "ca-file"};
+    char **fields[] = {&u->endpoint, &u->region,     &u->profile,
+                       &u->scheme,   &u->addressing, &u->ca_file};
     int known = 0;
-    for (size_t i = 0; i < 5; i++) {
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
       if (strlen(names[i]) == name_len && memcmp(param, names[i], name_len) == 0) {
         rc = set_field(fields[i], eq + 1, value_len, 1);
         known = 1;
@@ -296,6 +298,9 @@ int narcache__s3_config_init(narcache__s3_config *c, const narcache_s3_options *
       rc = NARCACHE_EINVAL;
     }
   }
+  const char *ca_file = o->ca_file ? o->ca_file : u.ca_file;
+  if (rc == 0 && ca_file != NULL && (c->ca_file = dup_str(ca_file)) == NULL)
+    rc = NARCACHE_ENOMEM;
   if (rc == 0)
     rc = resolve_credentials(c, o, o->profile ? o->profile : u.profile);
   url_parts_free(&u);

@@ -106,6 +106,7 @@ typedef struct narcache__s3_config {
   char *scheme;   /* "http" or "https" */
   char *host;     /* host[:port] of the endpoint */
   char *redirect_scheme, *redirect_host; /* the endpoint as clients reach it */
+  char *ca_file;                         /* NULL: the system's certificates */
   uint32_t redirect_expires_s;
   char *bucket;
   char *prefix;   /* "" or "dir/sub/" */

@@ -203,7 +203,12 @@ static int result_of(CURLcode code, long status) {
   case CURLE_RECV_ERROR:
   case CURLE_GOT_NOTHING:
   case CURLE_PARTIAL_FILE:
-  case CURLE_OUT_OF_MEMORY: return NARCACHE_EUNAVAIL;
+  case CURLE_OUT_OF_MEMORY:
+  /* a certificate we do not trust, a TLS failure: not an answer either */
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_CERTPROBLEM: return NARCACHE_EUNAVAIL;
   case CURLE_ABORTED_BY_CALLBACK:
   case CURLE_WRITE_ERROR:
   case CURLE_READ_ERROR: return NARCACHE_ECANCELED;
@@ -614,6 +619,8 @@ static int configure(narcache__s3_xfer *x, const narcache__s3_request *r) {
   curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)((r->stall_timeout_ms + 999) / 1000));
   if (r->total_timeout_ms > 0)
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)r->total_timeout_ms);
+  if (r->ca_file != NULL)
+    curl_easy_setopt(e, CURLOPT_CAINFO, r->ca_file);
   if (r->insecure_tls) {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);

@@ -29,6 +29,7 @@ typedef struct narcache__s3_request {
   uint32_t stall_timeout_ms; /* nothing moved (and not paused) for this long */
   uint32_t total_timeout_ms; /* 0: none (streams) */
   int insecure_tls;
+  const char *ca_file; /* NULL: the system's */
 } narcache__s3_request;
 
 /* What the response head said. */

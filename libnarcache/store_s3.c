@@ -85,6 +85,8 @@ typedef struct s3_call {
   const char *payload_hash; /* NULL: UNSIGNED-PAYLOAD */
   size_t response_buffer;
   uint32_t total_timeout_ms;
+  char *why; /* if not NULL: libcurl's message of a failed transfer */
+  size_t why_size;
 } s3_call;
 
 static int slist_add(struct curl_slist **list, const char *name, const char *value) {
@@ -191,7 +193,8 @@ static int s3_start(s3_store *s, const s3_call *call, narcache__s3_xfer **out) {
                               .connect_timeout_ms = cfg->connect_timeout_ms,
                               .stall_timeout_ms = cfg->stall_timeout_ms,
                               .total_timeout_ms = call->total_timeout_ms,
-                              .insecure_tls = cfg->insecure_tls};
+                              .insecure_tls = cfg->insecure_tls,
+                              .ca_file = cfg->ca_file};
     rc = narcache__s3_xfer_start(out, s->io, &r, headers);
     headers = NULL;
   }
@@ -277,6 +280,8 @@ static int s3_exchange(s3_store *s, const s3_call *call, size_t max, char **body
     }
     if (rc == 0 && (status < 200 || status >= 300))
       rc = status_result(status);
+    if (rc < 0 && call->why != NULL && call->why_size > 0)
+      snprintf(call->why, call->why_size, "%s", narcache__s3_xfer_curl_error(x));
     narcache__s3_xfer_free(x);
     if (rc == 0) {
       if (body != NULL && narcache__buf_take(&got, body, body_len) != 0)
@@ -912,7 +917,9 @@ int narcache_store_s3_check(narcache_store *store, char *message, size_t message
   if (s == NULL)
     return NARCACHE_EINVAL;
   /* A HEAD of the bucket proves endpoint, credentials, clock and bucket. */
-  s3_call call = {.method = "HEAD", .total_timeout_ms = s->cfg.request_timeout_ms};
+  char curl_why[256] = "";
+  s3_call call = {.method = "HEAD", .total_timeout_ms = s->cfg.request_timeout_ms,
+                  .why = curl_why, .why_size = sizeof curl_why};
   long status = 0;
   int rc = s3_exchange(s, &call, 0, NULL, NULL, &status, NULL);
   const char *why = NULL;
@@ -925,7 +932,7 @@ int narcache_store_s3_check(narcache_store *store, char *message, size_t message
     rc = NARCACHE_ENOTFOUND;
     why = "no such bucket";
   } else if (status == 0) {
-    why = "the endpoint cannot be reached";
+    why = curl_why[0] != '\0' ? curl_why : "the endpoint cannot be reached";
   } else {
     why = "the object store answered with an error";
   }

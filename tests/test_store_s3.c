@@ -441,6 +441,46 @@ static void test_retries_through_a_flaky_gateway(void **state) {
   free(data);
 }
 
+/* ---- TLS --------------------------------------------------------------------- */
+
+/* The gateway's https endpoint (a self-signed certificate): trusted through
+ * ca_file (the option, or ca-file= in the URL), refused with libcurl's reason
+ * without it. */
+static void test_https_endpoint(void **state) {
+  (void)state;
+  const char *tls = getenv("S3_TLS_ENDPOINT"), *ca = getenv("S3_CA_FILE");
+  if (tls == NULL || ca == NULL)
+    fail_msg("run through tests/s3/run.sh (S3_TLS_ENDPOINT, S3_CA_FILE)");
+  char message[300];
+  narcache_s3_options o = {.endpoint = tls, .ca_file = ca};
+  narcache_store *s = open_store("tls", NARCACHE_STORE_S3_WRITABLE, &o);
+  assert_int_equal(narcache_store_s3_check(s, message, sizeof message), 0);
+  char name[64];
+  nar_name(name, sizeof name, "tls");
+  const size_t len = (2u << 20) + 5; /* a streamed PUT and GET */
+  uint8_t *data = random_bytes(len, 17);
+  assert_int_equal(put(s, NARCACHE_OBJECT_NAR, name, data, len), 0);
+  expect_object(s, NARCACHE_OBJECT_NAR, name, data, len);
+  narcache_store_free(s);
+
+  char url[600], error[256] = "";
+  snprintf(url, sizeof url, "s3://%s/tls?endpoint=%s&ca-file=%s", bucket, tls, ca);
+  narcache_s3_options by_url = {.version = NARCACHE_S3_OPTIONS_VERSION, .url = url,
+                                .access_key = access_key, .secret_key = secret_key,
+                                .error = error, .error_size = sizeof error};
+  assert_int_equal(narcache_store_s3_new(&s, &by_url), 0);
+  expect_object(s, NARCACHE_OBJECT_NAR, name, data, len);
+  narcache_store_free(s);
+
+  narcache_s3_options untrusted = {.endpoint = tls, .max_attempts = 1};
+  s = open_store("tls", 0, &untrusted);
+  assert_int_equal(narcache_store_s3_check(s, message, sizeof message), NARCACHE_EUNAVAIL);
+  if (strstr(message, "certificate") == NULL)
+    fail_msg("no reason in \"%s\"", message);
+  narcache_store_free(s);
+  free(data);
+}
+
 /* ---- concurrency ------------------------------------------------------------- */
 
 typedef struct reader_job {
@@ -517,6 +557,7 @@ int main(void) {
       cmocka_unit_test(test_refused_and_unreachable_are_not_absent),
       cmocka_unit_test(test_configuration_errors),
       cmocka_unit_test(test_retries_through_a_flaky_gateway),
+      cmocka_unit_test(test_https_endpoint),
       cmocka_unit_test(test_concurrent_readers),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);

@@ -144,6 +144,7 @@ static int open_s3_store(const daemon_options *o, narcache_store **store) {
                             .flags = (o->token_file != NULL ? NARCACHE_STORE_S3_WRITABLE : 0) |
                                      (o->s3_redirect ? NARCACHE_STORE_S3_REDIRECT : 0),
                             .redirect_endpoint = o->s3_public_endpoint,
+                            .ca_file = o->s3_ca_file,
                             .error = error,
                             .error_size = sizeof error};
   int rc = narcache_store_s3_new(store, &so);

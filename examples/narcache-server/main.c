@@ -24,6 +24,7 @@ static const char usage_text[] =
     "                          clients download straight from the object store\n"
     "  --s3-public-endpoint URL the endpoint as clients reach it, for those URLs\n"
     "                          (default: the one in --s3)\n"
+    "  --s3-ca-file FILE       certificates (PEM) to trust for an https endpoint\n"
     "  --nix-store [DIR]       the local Nix store (default /nix/store), NARs made on the fly\n"
     "  --db PATH               Nix database of --nix-store (default /nix/var/nix/db/db.sqlite)\n"
     "  --listen ADDR           HOST:PORT, [V6]:PORT or unix:PATH; repeatable\n"
@@ -132,6 +133,8 @@ static int parse_args(int argc, char **argv, daemon_options *o) {
       o->s3_redirect = 1;
     } else if ((v = option_value(argc, argv, &i, "--s3-public-endpoint", &missing)) != NULL) {
       o->s3_public_endpoint = v;
+    } else if ((v = option_value(argc, argv, &i, "--s3-ca-file", &missing)) != NULL) {
+      o->s3_ca_file = v;
     } else if (strcmp(argv[i], "--nix-store") == 0 || strncmp(argv[i], "--nix-store=", 12) == 0) {
       o->nix_store = 1;
       if (argv[i][11] == '=')
@@ -220,8 +223,9 @@ static int parse_args(int argc, char **argv, daemon_options *o) {
   }
   if ((o->cache_dir != NULL) + (o->s3_url != NULL) + (o->nix_store != 0) != 1)
     return daemon_usage_error("give exactly one of --cache DIR, --s3 URL and --nix-store");
-  if ((o->s3_redirect || o->s3_public_endpoint != NULL) && o->s3_url == NULL)
-    return daemon_usage_error("--s3-redirect and --s3-public-endpoint need --s3");
+  if ((o->s3_redirect || o->s3_public_endpoint != NULL || o->s3_ca_file != NULL) &&
+      o->s3_url == NULL)
+    return daemon_usage_error("--s3-redirect, --s3-public-endpoint and --s3-ca-file need --s3");
   if (o->sign_uploads && o->n_key_files == 0)
     return daemon_usage_error("--sign-uploads needs a --key-file");
   if (o->private_cache && o->token_file == NULL)

@@ -333,7 +333,8 @@ NARCACHE_API NARCACHE_NODISCARD int narcache_store_nixstore_new(
 typedef struct narcache_s3_options {
   uint32_t version; /* NARCACHE_S3_OPTIONS_VERSION */
   /* "s3://BUCKET[/PREFIX][?endpoint=URL&region=R&scheme=http|https&
-   *  addressing=path|virtual&profile=P]", as Nix writes s3 store URLs;
+   *  addressing=path|virtual&profile=P&ca-file=PATH]", as Nix writes s3
+   *  store URLs (ca-file is ours);
    *  `endpoint` may be "host:port" (then `scheme`, default https) or a URL. */
   const char *url;
   const char *bucket;
@@ -366,6 +367,9 @@ typedef struct narcache_s3_options {
    * presigned URL stays valid (seconds; default 3600, at most 604800). */
   const char *redirect_endpoint;
   uint32_t redirect_expires_s;
+  /* Certificates (PEM) to trust for an https endpoint instead of the
+   * system's: a private CA, or a self-signed gateway. URL: ca-file=PATH. */
+  const char *ca_file;
   /* On failure a message for people lands here (may be NULL). */
   char *error;
   size_t error_size;

@@ -8,7 +8,8 @@ in one directory; `stop` signals exactly the recorded pids.
 
     rgw_cluster.py start DIR [--memstore-mib N]   # prints shell assignments:
         S3_ENDPOINT=http://127.0.0.1:PORT S3_ACCESS_KEY=... S3_SECRET_KEY=...
-        S3_REGION=us-east-1 RGW_PID=...
+        S3_REGION=us-east-1 S3_TLS_ENDPOINT=https://127.0.0.1:PORT
+        S3_CA_FILE=DIR/tls/cert.pem (the gateway's self-signed certificate)
     rgw_cluster.py stop DIR
     rgw_cluster.py stop-rgw DIR / start-rgw DIR   # only the gateway (fault tests)
     rgw_cluster.py bucket DIR NAME                # create a bucket (signed PUT)
@@ -63,7 +64,17 @@ def alive(pid):
         return False
 
 
-def write_config(d, mon_port, rgw_port, memstore_mib):
+def make_certificate(d):
+    """A self-signed certificate for 127.0.0.1: the gateway also speaks TLS."""
+    tls = d / "tls"
+    tls.mkdir(exist_ok=True)
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(tls / "key.pem"), "-out", str(tls / "cert.pem")], d)
+    return tls
+
+
+def write_config(d, mon_port, rgw_port, tls_port, memstore_mib):
     fsid = str(uuid.uuid4())
     quota = memstore_mib * 3 // 4 * 1024 * 1024
     (d / "ceph.conf").write_text(f"""[global]
@@ -111,7 +122,7 @@ osd_op_num_threads_per_shard = 1
 osd_map_cache_size = 20
 
 [client.rgw.gw]
-rgw_frontends = beast endpoint=127.0.0.1:{rgw_port}
+rgw_frontends = beast endpoint=127.0.0.1:{rgw_port} ssl_endpoint=127.0.0.1:{tls_port} ssl_certificate={d}/tls/cert.pem ssl_private_key={d}/tls/key.pem
 rgw_thread_pool_size = 16
 rgw_dns_name = 127.0.0.1
 rgw_enable_usage_log = false
@@ -156,8 +167,9 @@ def start_rgw(d):
 def start(d, memstore_mib):
     for sub in ["mon", "osd", "run", "log", "pids"]:
         (d / sub).mkdir(parents=True, exist_ok=True)
-    mon_port, rgw_port = free_port(), free_port()
-    fsid = write_config(d, mon_port, rgw_port, memstore_mib)
+    mon_port, rgw_port, tls_port = free_port(), free_port(), free_port()
+    make_certificate(d)
+    fsid = write_config(d, mon_port, rgw_port, tls_port, memstore_mib)
     make_keyring(d)
     conf = str(d / "ceph.conf")
     run(["monmaptool", "--create", "--fsid", fsid, "--addv", "a", f"[v2:127.0.0.1:{mon_port}]",
@@ -176,7 +188,8 @@ def start(d, memstore_mib):
         ceph(d, "osd", "pool", "application", "enable", pool, "rgw")
     secret = secrets.token_hex(20)
     state = {"endpoint": f"http://127.0.0.1:{rgw_port}", "access_key": ACCESS_KEY,
-             "secret_key": secret, "region": REGION}
+             "secret_key": secret, "region": REGION,
+             "tls_endpoint": f"https://127.0.0.1:{tls_port}", "ca_file": str(d / "tls" / "cert.pem")}
     (d / "state.json").write_text(json.dumps(state))
     start_rgw(d)
     run(["radosgw-admin", "-c", conf, "-n", "client.admin", "user", "create", "--uid=narcache",
@@ -243,6 +256,8 @@ def main():
         print(f"S3_ACCESS_KEY={state['access_key']}")
         print(f"S3_SECRET_KEY={state['secret_key']}")
         print(f"S3_REGION={state['region']}")
+        print(f"S3_TLS_ENDPOINT={state['tls_endpoint']}")
+        print(f"S3_CA_FILE={state['ca_file']}")
         print(f"# started in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     elif a.action == "stop":
         stop(d)

@@ -18,7 +18,7 @@ cleanup() {
 trap cleanup EXIT
 env_lines=$(python3 "$here/rgw_cluster.py" start "$RGW_DIR") # says how long it took
 eval "$env_lines"
-export S3_ENDPOINT S3_ACCESS_KEY S3_SECRET_KEY S3_REGION RGW_DIR
+export S3_ENDPOINT S3_ACCESS_KEY S3_SECRET_KEY S3_REGION S3_TLS_ENDPOINT S3_CA_FILE RGW_DIR
 
 # Two fault injectors in front of the gateway: one fails every other
 # request (503 SlowDown / 500), one fails them all.

@@ -115,7 +115,8 @@ class S3Options(Structure):
                 ("negative_ttl_ms", c_uint32), ("cache_entries", c_uint32),
                 ("max_connections", c_uint32), ("multipart_threshold", c_uint64),
                 ("part_size", c_uint64), ("redirect_endpoint", c_char_p),
-                ("redirect_expires_s", c_uint32), ("error", c_void_p), ("error_size", c_size_t)]
+                ("redirect_expires_s", c_uint32), ("ca_file", c_char_p),
+                ("error", c_void_p), ("error_size", c_size_t)]
 
 
 class LogField(Structure):

@@ -85,13 +85,14 @@ class S3Store(Store):
     def __init__(self, url: str, access_key: Optional[str] = None,
                  secret_key: Optional[str] = None, session_token: Optional[str] = None,
                  writable: bool = False, redirect: bool = False,
-                 redirect_endpoint: Optional[str] = None, request_timeout_ms: int = 0):
+                 redirect_endpoint: Optional[str] = None, request_timeout_ms: int = 0,
+                 ca_file: Optional[str] = None):
         error = ctypes.create_string_buffer(512)
         opts = _lib.S3Options(
             version=_lib.S3_OPTIONS_VERSION, url=url.encode(), access_key=_opt(access_key),
             secret_key=_opt(secret_key), session_token=_opt(session_token),
             flags=(_WRITABLE if writable else 0) | (_S3_REDIRECT if redirect else 0),
-            redirect_endpoint=_opt(redirect_endpoint),
+            redirect_endpoint=_opt(redirect_endpoint), ca_file=_opt(ca_file),
             request_timeout_ms=_lib.in_range(request_timeout_ms, "request_timeout_ms", 32),
             error=ctypes.cast(error, ctypes.c_void_p), error_size=len(error))
         out = ctypes.c_void_p()
