@@ -42,6 +42,9 @@
  * them into the pump buffer with their neighbours makes fewer, fuller
  * TCP segments and fewer syscalls. */
 #define SPLICE_MIN (128 * 1024)
+/* A BYTES piece at least this large is sent from where it lies (a store's
+ * receive ring) rather than gathered into the pump buffer. */
+#define SEND_IN_PLACE_MIN (16 * 1024)
 /* Capacity asked for a response's pipe (file pages go from the page cache
  * through it into the socket): 1 MiB per splice into the socket, where
  * sendfile() moves 64 KiB at a time. Best effort (pipe-max-size and the
@@ -790,6 +793,21 @@ static ssize_t send_file_region(srv_conn *c, int file, uint64_t offset, uint64_t
   return n;
 }
 
+/* Send from a segment's own memory; the pipe and the pump buffer are empty. */
+static int send_in_place(srv_conn *c, const char *data, uint64_t want) {
+  if (want > (1u << 22))
+    want = 1u << 22;
+  ssize_t n;
+  while ((n = send(c->fd, data, (size_t)want, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 && errno == EINTR)
+    continue;
+  if (n <= 0)
+    return socket_failed(c, n);
+  c->x->seg_used += (uint64_t)n;
+  c->body_pos += (uint64_t)n;
+  c->pump_moved += (uint64_t)n;
+  return 0;
+}
+
 /* The generated body's piece at body_pos: the current one until it is
  * used up (so a large file is not reopened for every pipe load). */
 static narcache_nar_segment *current_segment(srv_conn *c) {
@@ -823,13 +841,12 @@ static int read_exactly(int fd, void *buf, size_t len, uint64_t offset) {
   return 0;
 }
 
-/* Next bytes of a generated body (a NAR made on the fly): header bytes
- * and small files are copied together into the pump buffer, in order, so
- * one send carries many of them; the contents of a large file are sent
- * from the file. 0 to go on; -1 with pump_result set to stop. */
+/* Next bytes of a body made of segments (a NAR made on the fly, a
+ * store's receive ring): header bytes and small files are copied together
+ * into the pump buffer, in order, so one send carries many of them; the
+ * contents of a large file are sent from the file, large byte spans from
+ * where they lie. 0 to go on; -1 with pump_result set to stop. */
 static int next_segments(srv_conn *c) {
-  if (c->pump_buf == NULL && (c->pump_buf = narcache__malloc(PUMP_BUFFER)) == NULL)
-    return body_failed(c, ENOMEM);
   size_t len = 0;
   while (len < PUMP_BUFFER && c->body_pos < c->body_end) {
     narcache_nar_segment *seg = current_segment(c);
@@ -848,6 +865,13 @@ static int next_segments(srv_conn *c) {
       c->x->seg_used += (uint64_t)n;
       return 0;
     }
+    if (seg->kind == NARCACHE_NAR_SEG_BYTES && want >= SEND_IN_PLACE_MIN) {
+      if (len > 0)
+        break;
+      return send_in_place(c, (const char *)seg->data + c->x->seg_used, want);
+    }
+    if (c->pump_buf == NULL && (c->pump_buf = narcache__malloc(PUMP_BUFFER)) == NULL)
+      return body_failed(c, ENOMEM);
     if (want > PUMP_BUFFER - len)
       want = PUMP_BUFFER - len;
     if (seg->kind == NARCACHE_NAR_SEG_BYTES) {

@@ -310,7 +310,8 @@ typedef struct s3_reader {
   char key[KEY_MAX];
   char etag[96];
   uint64_t size;
-  uint64_t pos; /* where the running GET's next byte is */
+  uint64_t pos;  /* where the running GET's next unread byte is */
+  size_t lent;   /* bytes from `pos` on handed out by the last segment */
   narcache__s3_xfer *x;
 } s3_reader;
 
@@ -379,31 +380,81 @@ static int s3_reader_start(s3_reader *r, uint64_t offset) {
   return NARCACHE_OK;
 }
 
+/* Be at `offset`: take the bytes a segment lent that the caller used, or
+ * start a new GET from there (a jump, a retry after a failure). */
+static int s3_reader_seek(s3_reader *r, uint64_t offset) {
+  size_t lent = r->lent;
+  r->lent = 0;
+  if (r->x != NULL && offset >= r->pos && offset - r->pos <= lent) {
+    narcache__s3_xfer_consume(r->x, (size_t)(offset - r->pos));
+    r->pos = offset;
+    return NARCACHE_OK;
+  }
+  int rc = s3_reader_start(r, offset);
+  return rc == NARCACHE_ENOTFOUND ? NARCACHE_EIO : rc; /* it was there at open */
+}
+
+/* After a body read: a short body or a failed transfer ends this GET (the
+ * next read starts another from where it stopped). */
+static int s3_reader_result(s3_reader *r, int rc, size_t got) {
+  if (rc == 0 && got == 0)
+    rc = NARCACHE_EIO; /* shorter than its Content-Length */
+  if (rc < 0) {
+    narcache__s3_xfer_free(r->x);
+    r->x = NULL;
+    return rc == NARCACHE_EUNAVAIL ? NARCACHE_EUNAVAIL : NARCACHE_EIO;
+  }
+  return NARCACHE_OK;
+}
+
 static int s3_reader_read(void *ctx, uint64_t offset, void *buf, size_t len, size_t *got) {
   s3_reader *r = ctx;
   *got = 0;
   if (offset >= r->size || len == 0)
     return NARCACHE_OK;
-  if (r->x == NULL || offset != r->pos) {
-    int rc = s3_reader_start(r, offset);
-    if (rc < 0)
-      return rc == NARCACHE_ENOTFOUND ? NARCACHE_EIO : rc;
-  }
+  int rc = s3_reader_seek(r, offset);
+  if (rc < 0)
+    return rc;
   uint64_t left = r->size - offset;
   if (len > left)
     len = (size_t)left;
   uint64_t deadline = narcache__s3_now_ms() + r->s->cfg.stall_timeout_ms;
-  int rc = narcache__s3_xfer_read(r->x, buf, len, got, deadline);
-  if (rc == 0 && *got == 0)
-    rc = NARCACHE_EIO; /* shorter than its Content-Length */
-  if (rc < 0) {
-    narcache__s3_xfer_free(r->x);
-    r->x = NULL;
-    *got = 0;
-    return rc == NARCACHE_EUNAVAIL ? NARCACHE_EUNAVAIL : NARCACHE_EIO;
-  }
-  r->pos += *got;
+  size_t n = 0;
+  rc = narcache__s3_xfer_read(r->x, buf, len, &n, deadline);
+  if ((rc = s3_reader_result(r, rc, n)) < 0)
+    return rc;
+  *got = n;
+  r->pos += n;
   return NARCACHE_OK;
+}
+
+/* The server's way in: the bytes straight from the transfer's ring, sent
+ * without a copy; they are taken when the next call comes. */
+static int s3_reader_segment(void *ctx, uint64_t offset, narcache_nar_segment *seg) {
+  s3_reader *r = ctx;
+  if (offset >= r->size)
+    return NARCACHE_EINVAL;
+  int rc = s3_reader_seek(r, offset);
+  if (rc < 0)
+    return rc;
+  uint64_t left = r->size - offset;
+  uint64_t deadline = narcache__s3_now_ms() + r->s->cfg.stall_timeout_ms;
+  const void *data = NULL;
+  size_t n = 0;
+  rc = narcache__s3_xfer_peek(r->x, left < SIZE_MAX ? (size_t)left : SIZE_MAX, &data, &n,
+                              deadline);
+  if ((rc = s3_reader_result(r, rc, n)) < 0)
+    return rc;
+  if (n > left)
+    n = (size_t)left; /* libcurl stops at Content-Length; never pass the end */
+  r->lent = n;
+  seg->kind = NARCACHE_NAR_SEG_BYTES;
+  seg->nar_offset = offset;
+  seg->length = n;
+  seg->data = data;
+  seg->fd = -1;
+  seg->file_offset = 0;
+  return 1;
 }
 
 static int s3_open_small(s3_store *s, int kind, const char *name, size_t len, const char *key,
@@ -451,6 +502,7 @@ static int s3_open(void *ctx, int kind, const char *name, size_t len, narcache_r
   out->size = r->size;
   out->fd = -1;
   out->read = s3_reader_read;
+  out->segment = s3_reader_segment;
   out->close = s3_reader_close;
   out->ctx = r;
   return NARCACHE_OK;

@@ -170,6 +170,63 @@ static void test_ranges(void **state) {
   narcache_store_free(s);
 }
 
+/* The server takes NAR bytes as segments that point into the transfer's
+ * ring: each must hold the right bytes, whether the caller uses all of
+ * it, part of it, jumps elsewhere or mixes in plain reads; several times
+ * the ring's size goes through it, so it wraps and pauses. */
+static void test_segments(void **state) {
+  (void)state;
+  narcache_store *s = open_store("segment", NARCACHE_STORE_S3_WRITABLE, NULL);
+  const size_t len = (5u << 20) + 77;
+  uint8_t *data = random_bytes(len, 11);
+  char name[64];
+  nar_name(name, sizeof name, "segment");
+  assert_int_equal(put(s, NARCACHE_OBJECT_NAR, name, data, len), 0);
+  narcache_reader r = {.version = NARCACHE_READER_VERSION};
+  assert_int_equal(narcache_store_open(&r, s, NARCACHE_OBJECT_NAR, name, strlen(name)), 0);
+  assert_non_null(r.segment);
+  unsigned seed = 5;
+  uint64_t off = 0;
+  int jumps = 0;
+  while (off < len) {
+    seed = seed * 1103515245u + 12345u;
+    narcache_nar_segment seg = {.version = NARCACHE_NAR_SEGMENT_VERSION};
+    assert_int_equal(r.segment(r.ctx, off, &seg), 1);
+    assert_int_equal(seg.kind, NARCACHE_NAR_SEG_BYTES);
+    assert_int_equal(seg.nar_offset, off);
+    assert_true(seg.length > 0 && seg.length <= len - off);
+    assert_memory_equal(seg.data, data + off, (size_t)seg.length);
+    switch ((seed >> 8) % 8) {
+    case 0: /* part of it */
+      off += seg.length / 2 + 1;
+      break;
+    case 1: { /* a plain read continues where the segment was used up to */
+      uint8_t buf[3000];
+      uint64_t at = off + seg.length / 3;
+      size_t want = sizeof buf < len - at ? sizeof buf : (size_t)(len - at), n = 0;
+      assert_int_equal(narcache_reader_read(&r, at, buf, want, &n), 0);
+      assert_true(n > 0 && n <= want);
+      assert_memory_equal(buf, data + at, n);
+      off = at + n;
+      break;
+    }
+    case 2: /* a jump back, rarely */
+      if (jumps++ < 3) {
+        off = off > 100000 ? off - 100000 : 0;
+        break;
+      }
+      /* fall through */
+    default: /* all of it */
+      off += seg.length;
+    }
+  }
+  narcache_nar_segment seg = {.version = NARCACHE_NAR_SEGMENT_VERSION};
+  assert_true(r.segment(r.ctx, len, &seg) < 0); /* nothing past the end */
+  narcache_reader_close(&r);
+  free(data);
+  narcache_store_free(s);
+}
+
 /* ---- commit rules ----------------------------------------------------------- */
 
 static char *narinfo_text(const char *hash, const char *nar, const uint8_t *data, size_t len,
@@ -551,6 +608,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trips),
       cmocka_unit_test(test_ranges),
+      cmocka_unit_test(test_segments),
       cmocka_unit_test(test_narinfo_after_its_nar),
       cmocka_unit_test(test_abandoned_uploads_leave_nothing),
       cmocka_unit_test(test_other_writer_seen_after_negative_ttl),
