@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/sendfile.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -808,6 +809,47 @@ static int send_in_place(srv_conn *c, const char *data, uint64_t want) {
   return 0;
 }
 
+/* Take the next bytes of a STREAM segment (a store's socket): spliced into
+ * the pipe, or read into the pump buffer without one. The pipe and the pump
+ * buffer are empty. Waits up to the segment's wait_ms for bytes. */
+static int take_from_stream(srv_conn *c, const narcache_nar_segment *seg, uint64_t want) {
+  int use_pipe = pipe_ready(c) == 0;
+  if (!use_pipe && c->pump_buf == NULL && (c->pump_buf = narcache__malloc(PUMP_BUFFER)) == NULL)
+    return body_failed(c, ENOMEM);
+  uint64_t cap = use_pipe ? PIPE_CAPACITY : PUMP_BUFFER;
+  if (want > cap)
+    want = cap;
+  ssize_t n;
+  for (;;) {
+    n = use_pipe ? splice(seg->fd, NULL, c->x->pipe_fds[1], NULL, (size_t)want,
+                          SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+                 : read(seg->fd, c->pump_buf, (size_t)want);
+    if (n > 0)
+      break;
+    if (n == 0)
+      return body_failed(c, 0); /* the stream ended early */
+    if (errno == EINTR)
+      continue;
+    if (errno != EAGAIN)
+      return body_failed(c, errno);
+    struct pollfd p = {.fd = seg->fd, .events = POLLIN};
+    int ready = poll(&p, 1, seg->wait_ms > 0 ? seg->wait_ms : -1);
+    if (ready == 0)
+      return body_failed(c, ETIMEDOUT); /* the source stalled */
+    if (ready < 0 && errno != EINTR)
+      return body_failed(c, errno);
+  }
+  if (use_pipe) {
+    c->x->pipe_pending += (size_t)n;
+  } else {
+    c->pump_len = (size_t)n;
+    c->pump_pos = 0;
+  }
+  c->x->seg_used += (uint64_t)n;
+  c->body_pos += (uint64_t)n;
+  return 0;
+}
+
 /* The generated body's piece at body_pos: the current one until it is
  * used up (so a large file is not reopened for every pipe load). */
 static narcache_nar_segment *current_segment(srv_conn *c) {
@@ -820,7 +862,8 @@ static narcache_nar_segment *current_segment(srv_conn *c) {
   x->seg_used = 0;
   if (c->reader.segment(c->reader.ctx, c->body_pos, seg) < 0 || seg->length == 0 ||
       seg->nar_offset != c->body_pos ||
-      (seg->kind != NARCACHE_NAR_SEG_BYTES && seg->kind != NARCACHE_NAR_SEG_FILE)) {
+      (seg->kind != NARCACHE_NAR_SEG_BYTES && seg->kind != NARCACHE_NAR_SEG_FILE &&
+       seg->kind != NARCACHE_NAR_SEG_STREAM)) {
     memset(seg, 0, sizeof *seg);
     return NULL;
   }
@@ -864,6 +907,11 @@ static int next_segments(srv_conn *c) {
         return -1;
       c->x->seg_used += (uint64_t)n;
       return 0;
+    }
+    if (seg->kind == NARCACHE_NAR_SEG_STREAM) {
+      if (len > 0)
+        break;
+      return take_from_stream(c, seg, want);
     }
     if (seg->kind == NARCACHE_NAR_SEG_BYTES && want >= SEND_IN_PLACE_MIN) {
       if (len > 0)
