@@ -46,6 +46,9 @@
 /* A BYTES piece at least this large is sent from where it lies (a store's
  * receive ring) rather than gathered into the pump buffer. */
 #define SEND_IN_PLACE_MIN (16 * 1024)
+/* How long a STREAM segment may keep us waiting for bytes when its
+ * producer does not say: never for ever. */
+#define STREAM_WAIT_DEFAULT_MS 60000
 /* Capacity asked for a response's pipe (file pages go from the page cache
  * through it into the socket): 1 MiB per splice into the socket, where
  * sendfile() moves 64 KiB at a time. Best effort (pipe-max-size and the
@@ -833,7 +836,7 @@ static int take_from_stream(srv_conn *c, const narcache_nar_segment *seg, uint64
     if (errno != EAGAIN)
       return body_failed(c, errno);
     struct pollfd p = {.fd = seg->fd, .events = POLLIN};
-    int ready = poll(&p, 1, seg->wait_ms > 0 ? seg->wait_ms : -1);
+    int ready = poll(&p, 1, seg->wait_ms > 0 ? seg->wait_ms : STREAM_WAIT_DEFAULT_MS);
     if (ready == 0)
       return body_failed(c, ETIMEDOUT); /* the source stalled */
     if (ready < 0 && errno != EINTR)

@@ -11,7 +11,10 @@
  *    uploads update at once;
  *  - NARs, listings and logs stream: the GET starts at open (its head gives
  *    the size), reads take the body as it arrives, and a read elsewhere
- *    (an HTTP Range) starts a ranged GET pinned to the same ETag;
+ *    (an HTTP Range) starts a ranged GET pinned to the same ETag. Over
+ *    plain http that GET runs on a connection of our own (s3_stream.c),
+ *    whose socket the server splices straight to its client; over https
+ *    libcurl carries it, and the server sends from its receive ring;
  *  - uploads up to 1 MiB are kept in memory and PUT at commit with a signed
  *    payload (retried); larger ones stream in one PUT, or as a multipart
  *    upload above the threshold, with bounded buffers. A narinfo is PUT
@@ -415,20 +418,21 @@ static int s3_reader_attempt(s3_reader *r, const s3_call *call, uint64_t deadlin
   s3_store *s = r->s;
   s3_reader_stop(r);
   *status = 0;
-  if (atomic_load(&s->streams) &&
-      atomic_fetch_add(&s->streams_open, 1) < (int)s->cfg.max_connections) {
-    int rc = s3_stream_start(s, call, deadline, &r->st);
-    if (rc == 0) {
-      *status = r->st->status;
-      *head = r->st->head;
-      return NARCACHE_OK;
+  if (atomic_load(&s->streams)) {
+    if (atomic_fetch_add(&s->streams_open, 1) < (int)s->cfg.max_connections) {
+      int rc = s3_stream_start(s, call, deadline, &r->st);
+      if (rc == 0) {
+        *status = r->st->status;
+        *head = r->st->head;
+        return NARCACHE_OK;
+      }
+      atomic_fetch_sub(&s->streams_open, 1);
+      if (rc != NARCACHE_ENOTSUP)
+        return rc;
+      atomic_store(&s->streams, 0); /* bodies not delimited by length: libcurl from now on */
+    } else {
+      atomic_fetch_sub(&s->streams_open, 1); /* over budget: libcurl queues this one */
     }
-    atomic_fetch_sub(&s->streams_open, 1);
-    if (rc != NARCACHE_ENOTSUP)
-      return rc;
-    atomic_store(&s->streams, 0); /* bodies not delimited by length: libcurl from now on */
-  } else if (atomic_load(&s->streams)) {
-    atomic_fetch_sub(&s->streams_open, 1);
   }
   int rc = s3_start(s, call, &r->x);
   if (rc == 0)
