@@ -737,8 +737,8 @@ int narcache_nar_dumper_next(narcache_nar_dumper *d, narcache_nar_segment *seg) 
   int rc = check_ready(d);
   if (rc < 0)
     return rc;
-  if (seg == NULL || seg->version != NARCACHE_NAR_SEGMENT_VERSION)
-    return NARCACHE_EINVAL;
+  if (seg == NULL || seg->version < 1 || seg->version > NARCACHE_NAR_SEGMENT_VERSION)
+    return NARCACHE_EINVAL; /* both versions get the same: BYTES and FILE */
   for (;;) {
     if (d->phase == P_DONE)
       return 0;

@@ -36,6 +36,13 @@
 #include "common_internal.h"
 #include "s3_io_internal.h"
 
+/* A reader waits for this many body bytes, or GATHER_MS with fewer, before
+ * it takes them (see wait_for_body). */
+#define GATHER_BYTES (64 * 1024)
+#define GATHER_MS 5
+/* libcurl's receive buffer: larger pieces, fewer recv calls and callbacks. */
+#define RECEIVE_BUFFER (128 * 1024)
+
 typedef struct ring {
   uint8_t *buf;
   size_t cap, head, len;
@@ -73,6 +80,7 @@ struct narcache__s3_xfer {
   /* response */
   ring recv; /* lock */
   int recv_paused;
+  size_t recv_wake_at; /* lock: the waiting reader wants this many bytes */
   long status;    /* lock */
   int head_done;  /* lock */
   int done;       /* lock */
@@ -106,15 +114,24 @@ static void ring_push(ring *r, const uint8_t *data, size_t n) {
   r->len += n;
 }
 
+static void ring_drop(ring *r, size_t n) {
+  r->head = (r->head + n) % r->cap;
+  r->len -= n;
+}
+
 static size_t ring_pop(ring *r, uint8_t *out, size_t n) {
   if (n > r->len)
     n = r->len;
   size_t first = n < r->cap - r->head ? n : r->cap - r->head;
   memcpy(out, r->buf + r->head, first);
   memcpy(out + first, r->buf, n - first);
-  r->head = (r->head + n) % r->cap;
-  r->len -= n;
+  ring_drop(r, n);
   return n;
+}
+
+/* The unread bytes that follow each other in memory, from the first on. */
+static size_t ring_span(const ring *r) {
+  return r->len < r->cap - r->head ? r->len : r->cap - r->head;
 }
 
 /* ---- time ---------------------------------------------------------------- */
@@ -479,11 +496,13 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata) {
   }
   if (ring_room(&x->recv) < len) {
     x->recv_paused = 1;
+    wake_caller(x); /* a full ring is all the reader can get */
     pthread_mutex_unlock(&x->lock);
     return CURL_WRITEFUNC_PAUSE;
   }
   ring_push(&x->recv, (const uint8_t *)data, len);
-  wake_caller(x);
+  if (x->recv.len >= x->recv_wake_at)
+    wake_caller(x);
   pthread_mutex_unlock(&x->lock);
   return len;
 }
@@ -612,6 +631,9 @@ static int configure(narcache__s3_xfer *x, const narcache__s3_request *r) {
   curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+  /* A piece must always fit in the ring once the reader emptied it. */
+  size_t receive = x->recv.cap / 2 < RECEIVE_BUFFER ? x->recv.cap / 2 : RECEIVE_BUFFER;
+  curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)receive);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)r->connect_timeout_ms);
   /* A transfer moving nothing (not paused by us) for stall_ms is dead. */
@@ -642,6 +664,7 @@ int narcache__s3_xfer_start(narcache__s3_xfer **out, narcache__s3_io *io,
   x->body_len = r->body != NULL ? (size_t)r->body_size : 0;
   x->streaming = r->body == NULL && r->body_size > 0;
   x->head.content_length = UINT64_MAX;
+  x->recv_wake_at = 1;
   if (pthread_mutex_init(&x->lock, NULL) != 0) {
     curl_slist_free_all(headers);
     narcache__free(x);
@@ -697,28 +720,84 @@ void narcache__s3_xfer_head(narcache__s3_xfer *x, narcache__s3_head *head) {
   pthread_mutex_unlock(&x->lock);
 }
 
+/* Wait (lock held) until the reader has enough to make a handoff worth it:
+ * `mark` bytes, or any bytes once GATHER_MS went by, or the end, or a full
+ * ring. Waking the reader for every 16 KiB piece would cost a futex call
+ * and a small send each; waiting for a slow trickle must not hold back
+ * what arrived either. */
+static void wait_for_body(narcache__s3_xfer *x, size_t mark, uint64_t deadline_ms) {
+  if (mark == 0)
+    mark = 1;
+  if (mark > x->recv.cap / 2)
+    mark = x->recv.cap / 2; /* a ring this full may pause: never wait past it */
+  uint64_t gather_until = narcache__s3_now_ms() + GATHER_MS;
+  while (!x->done && !x->recv_paused && x->recv.len < mark) {
+    uint64_t now = narcache__s3_now_ms();
+    if (now >= deadline_ms)
+      break;
+    int gathering = now < gather_until;
+    if (!gathering && x->recv.len > 0)
+      break;
+    x->recv_wake_at = gathering ? mark : 1;
+    wait_until(x, gathering && gather_until < deadline_ms ? gather_until : deadline_ms);
+  }
+  x->recv_wake_at = 1;
+}
+
+/* Resume a paused transfer once a good share of its ring is free, not for
+ * every byte taken (lock held). */
+static void taken_from_ring(narcache__s3_xfer *x) {
+  if (x->recv_paused && ring_room(&x->recv) >= x->recv.cap / 2) {
+    x->recv_paused = 0;
+    poke_locked(x);
+  }
+}
+
+/* What a reader gets once wait_for_body returned (lock held). */
+static int body_result(narcache__s3_xfer *x) {
+  if (x->recv.len > 0)
+    return NARCACHE_OK;
+  if (x->done)
+    return x->result;
+  return NARCACHE_EUNAVAIL; /* nothing arrived in time */
+}
+
 int narcache__s3_xfer_read(narcache__s3_xfer *x, void *buf, size_t len, size_t *got,
                            uint64_t deadline_ms) {
   *got = 0;
   pthread_mutex_lock(&x->lock);
-  int timed_out = 0;
-  while (x->recv.len == 0 && !x->done && !timed_out)
-    timed_out = wait_until(x, deadline_ms) == ETIMEDOUT;
-  int rc = NARCACHE_OK;
+  wait_for_body(x, len < GATHER_BYTES ? len : GATHER_BYTES, deadline_ms);
+  int rc = body_result(x);
   if (x->recv.len > 0) {
     *got = ring_pop(&x->recv, buf, len);
-    /* Resume once a good share is free, not for every byte taken. */
-    if (x->recv_paused && ring_room(&x->recv) >= x->recv.cap / 2) {
-      x->recv_paused = 0;
-      poke_locked(x);
-    }
-  } else if (x->done) {
-    rc = x->result;
-  } else {
-    rc = NARCACHE_EUNAVAIL; /* nothing arrived in time */
+    taken_from_ring(x);
   }
   pthread_mutex_unlock(&x->lock);
   return rc;
+}
+
+int narcache__s3_xfer_peek(narcache__s3_xfer *x, size_t want, const void **data, size_t *len,
+                           uint64_t deadline_ms) {
+  *data = NULL;
+  *len = 0;
+  pthread_mutex_lock(&x->lock);
+  wait_for_body(x, want < GATHER_BYTES ? want : GATHER_BYTES, deadline_ms);
+  int rc = body_result(x);
+  if (x->recv.len > 0) {
+    /* Only the I/O thread writes the ring, and only into its free part:
+     * these bytes stay put until _consume. */
+    *data = x->recv.buf + x->recv.head;
+    *len = ring_span(&x->recv);
+  }
+  pthread_mutex_unlock(&x->lock);
+  return rc;
+}
+
+void narcache__s3_xfer_consume(narcache__s3_xfer *x, size_t n) {
+  pthread_mutex_lock(&x->lock);
+  ring_drop(&x->recv, n <= ring_span(&x->recv) ? n : ring_span(&x->recv));
+  taken_from_ring(x);
+  pthread_mutex_unlock(&x->lock);
 }
 
 int narcache__s3_xfer_write(narcache__s3_xfer *x, const void *data, size_t len,

@@ -65,10 +65,22 @@ int narcache__s3_xfer_wait_head(narcache__s3_xfer *x, uint64_t deadline_ms, long
 void narcache__s3_xfer_head(narcache__s3_xfer *x, narcache__s3_head *head);
 
 /* Take response body bytes: *got > 0, or *got == 0 at the end. Waits until
- * bytes arrive, the transfer ends, or the deadline (NARCACHE_EUNAVAIL).
- * A failed transfer gives its error after the bytes that did arrive. */
+ * enough bytes arrived to be worth a handoff (min(len, 64 KiB), or fewer
+ * after a few milliseconds), the transfer ends, or the deadline
+ * (NARCACHE_EUNAVAIL). A failed transfer gives its error after the bytes
+ * that did arrive. */
 int narcache__s3_xfer_read(narcache__s3_xfer *x, void *buf, size_t len, size_t *got,
                            uint64_t deadline_ms);
+
+/* Like _read, without the copy: *data and *len (> 0) are the unread bytes
+ * that lie next to each other in the response ring, *len == 0 at the end.
+ * `want` is how many the caller could use. The span stays valid and
+ * unchanged until _consume or _free; one reader at a time. */
+int narcache__s3_xfer_peek(narcache__s3_xfer *x, size_t want, const void **data, size_t *len,
+                           uint64_t deadline_ms);
+
+/* Mark the first `n` bytes of the last peeked span as taken. */
+void narcache__s3_xfer_consume(narcache__s3_xfer *x, size_t n);
 
 /* Feed a streamed request body; waits for room until the deadline
  * (NARCACHE_EUNAVAIL). A transfer that ended early gives its error. */

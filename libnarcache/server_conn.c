@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/sendfile.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -42,6 +43,12 @@
  * them into the pump buffer with their neighbours makes fewer, fuller
  * TCP segments and fewer syscalls. */
 #define SPLICE_MIN (128 * 1024)
+/* A BYTES piece at least this large is sent from where it lies (a store's
+ * receive ring) rather than gathered into the pump buffer. */
+#define SEND_IN_PLACE_MIN (16 * 1024)
+/* How long a STREAM segment may keep us waiting for bytes when its
+ * producer does not say: never for ever. */
+#define STREAM_WAIT_DEFAULT_MS 60000
 /* Capacity asked for a response's pipe (file pages go from the page cache
  * through it into the socket): 1 MiB per splice into the socket, where
  * sendfile() moves 64 KiB at a time. Best effort (pipe-max-size and the
@@ -790,6 +797,62 @@ static ssize_t send_file_region(srv_conn *c, int file, uint64_t offset, uint64_t
   return n;
 }
 
+/* Send from a segment's own memory; the pipe and the pump buffer are empty. */
+static int send_in_place(srv_conn *c, const char *data, uint64_t want) {
+  if (want > (1u << 22))
+    want = 1u << 22;
+  ssize_t n;
+  while ((n = send(c->fd, data, (size_t)want, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 && errno == EINTR)
+    continue;
+  if (n <= 0)
+    return socket_failed(c, n);
+  c->x->seg_used += (uint64_t)n;
+  c->body_pos += (uint64_t)n;
+  c->pump_moved += (uint64_t)n;
+  return 0;
+}
+
+/* Take the next bytes of a STREAM segment (a store's socket): spliced into
+ * the pipe, or read into the pump buffer without one. The pipe and the pump
+ * buffer are empty. Waits up to the segment's wait_ms for bytes. */
+static int take_from_stream(srv_conn *c, const narcache_nar_segment *seg, uint64_t want) {
+  int use_pipe = pipe_ready(c) == 0;
+  if (!use_pipe && c->pump_buf == NULL && (c->pump_buf = narcache__malloc(PUMP_BUFFER)) == NULL)
+    return body_failed(c, ENOMEM);
+  uint64_t cap = use_pipe ? PIPE_CAPACITY : PUMP_BUFFER;
+  if (want > cap)
+    want = cap;
+  ssize_t n;
+  for (;;) {
+    n = use_pipe ? splice(seg->fd, NULL, c->x->pipe_fds[1], NULL, (size_t)want,
+                          SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+                 : read(seg->fd, c->pump_buf, (size_t)want);
+    if (n > 0)
+      break;
+    if (n == 0)
+      return body_failed(c, 0); /* the stream ended early */
+    if (errno == EINTR)
+      continue;
+    if (errno != EAGAIN)
+      return body_failed(c, errno);
+    struct pollfd p = {.fd = seg->fd, .events = POLLIN};
+    int ready = poll(&p, 1, seg->wait_ms > 0 ? seg->wait_ms : STREAM_WAIT_DEFAULT_MS);
+    if (ready == 0)
+      return body_failed(c, ETIMEDOUT); /* the source stalled */
+    if (ready < 0 && errno != EINTR)
+      return body_failed(c, errno);
+  }
+  if (use_pipe) {
+    c->x->pipe_pending += (size_t)n;
+  } else {
+    c->pump_len = (size_t)n;
+    c->pump_pos = 0;
+  }
+  c->x->seg_used += (uint64_t)n;
+  c->body_pos += (uint64_t)n;
+  return 0;
+}
+
 /* The generated body's piece at body_pos: the current one until it is
  * used up (so a large file is not reopened for every pipe load). */
 static narcache_nar_segment *current_segment(srv_conn *c) {
@@ -802,7 +865,8 @@ static narcache_nar_segment *current_segment(srv_conn *c) {
   x->seg_used = 0;
   if (c->reader.segment(c->reader.ctx, c->body_pos, seg) < 0 || seg->length == 0 ||
       seg->nar_offset != c->body_pos ||
-      (seg->kind != NARCACHE_NAR_SEG_BYTES && seg->kind != NARCACHE_NAR_SEG_FILE)) {
+      (seg->kind != NARCACHE_NAR_SEG_BYTES && seg->kind != NARCACHE_NAR_SEG_FILE &&
+       seg->kind != NARCACHE_NAR_SEG_STREAM)) {
     memset(seg, 0, sizeof *seg);
     return NULL;
   }
@@ -823,13 +887,12 @@ static int read_exactly(int fd, void *buf, size_t len, uint64_t offset) {
   return 0;
 }
 
-/* Next bytes of a generated body (a NAR made on the fly): header bytes
- * and small files are copied together into the pump buffer, in order, so
- * one send carries many of them; the contents of a large file are sent
- * from the file. 0 to go on; -1 with pump_result set to stop. */
+/* Next bytes of a body made of segments (a NAR made on the fly, a
+ * store's receive ring): header bytes and small files are copied together
+ * into the pump buffer, in order, so one send carries many of them; the
+ * contents of a large file are sent from the file, large byte spans from
+ * where they lie. 0 to go on; -1 with pump_result set to stop. */
 static int next_segments(srv_conn *c) {
-  if (c->pump_buf == NULL && (c->pump_buf = narcache__malloc(PUMP_BUFFER)) == NULL)
-    return body_failed(c, ENOMEM);
   size_t len = 0;
   while (len < PUMP_BUFFER && c->body_pos < c->body_end) {
     narcache_nar_segment *seg = current_segment(c);
@@ -848,6 +911,18 @@ static int next_segments(srv_conn *c) {
       c->x->seg_used += (uint64_t)n;
       return 0;
     }
+    if (seg->kind == NARCACHE_NAR_SEG_STREAM) {
+      if (len > 0)
+        break;
+      return take_from_stream(c, seg, want);
+    }
+    if (seg->kind == NARCACHE_NAR_SEG_BYTES && want >= SEND_IN_PLACE_MIN) {
+      if (len > 0)
+        break;
+      return send_in_place(c, (const char *)seg->data + c->x->seg_used, want);
+    }
+    if (c->pump_buf == NULL && (c->pump_buf = narcache__malloc(PUMP_BUFFER)) == NULL)
+      return body_failed(c, ENOMEM);
     if (want > PUMP_BUFFER - len)
       want = PUMP_BUFFER - len;
     if (seg->kind == NARCACHE_NAR_SEG_BYTES) {

@@ -11,7 +11,10 @@
  *    uploads update at once;
  *  - NARs, listings and logs stream: the GET starts at open (its head gives
  *    the size), reads take the body as it arrives, and a read elsewhere
- *    (an HTTP Range) starts a ranged GET pinned to the same ETag;
+ *    (an HTTP Range) starts a ranged GET pinned to the same ETag. Over
+ *    plain http that GET runs on a connection of our own (s3_stream.c),
+ *    whose socket the server splices straight to its client; over https
+ *    libcurl carries it, and the server sends from its receive ring;
  *  - uploads up to 1 MiB are kept in memory and PUT at commit with a signed
  *    payload (retried); larger ones stream in one PUT, or as a multipart
  *    upload above the threshold, with bounded buffers. A narinfo is PUT
@@ -25,6 +28,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +41,7 @@
 #include "narcache/store.h"
 #include "s3_internal.h"
 #include "s3_io_internal.h"
+#include "s3_stream_internal.h"
 #include "store_internal.h"
 
 #define SMALL_UPLOAD_MAX (1024 * 1024)
@@ -54,6 +59,8 @@ typedef struct s3_store {
   narcache__s3_config cfg;
   narcache__s3_io *io;
   narcache__s3_cache cache;
+  atomic_int streams;      /* GETs of bodies on connections of our own */
+  atomic_int streams_open; /* those connections, within cfg.max_connections */
 } s3_store;
 
 /* ------------------------------------------------------------------ */
@@ -116,63 +123,93 @@ static int object_target(const narcache__s3_config *cfg, const char *base, const
   return n > 0 && (size_t)n < path_size ? NARCACHE_OK : NARCACHE_ENOTFOUND;
 }
 
-/* Sign and start one request. */
-static int s3_start(s3_store *s, const s3_call *call, narcache__s3_xfer **out) {
-  const narcache__s3_config *cfg = &s->cfg;
-  char host[512], raw_path[KEY_MAX + 300];
-  int n = object_target(cfg, cfg->host, call->key, host, sizeof host, raw_path, sizeof raw_path);
-  if (n < 0)
-    return n;
-
-  narcache__sigv4_scope scope = {.access_key = cfg->access_key,
-                                 .secret_key = cfg->secret_key,
-                                 .region = cfg->region,
-                                 .service = "s3"};
-  narcache__sigv4_amz_date(scope.amz_date, time(NULL));
-  const char *payload = call->payload_hash ? call->payload_hash : "UNSIGNED-PAYLOAD";
+/* A request, signed: its headers and where it goes. The fields point into
+ * this struct, the call and the configuration. */
+typedef struct signed_call {
+  char host[512];
+  narcache__sigv4_scope scope;
   narcache__s3_field fields[12];
+  size_t n_fields;
+  narcache__buf auth;   /* the Authorization value */
+  narcache__buf target; /* the encoded path and query */
+} signed_call;
+
+static void signed_call_free(signed_call *sc) {
+  narcache__buf_free(&sc->auth);
+  narcache__buf_free(&sc->target);
+}
+
+static int sign_call(const s3_store *s, const s3_call *call, signed_call *sc) {
+  const narcache__s3_config *cfg = &s->cfg;
+  memset(sc, 0, sizeof *sc);
+  char raw_path[KEY_MAX + 300];
+  int rc = object_target(cfg, cfg->host, call->key, sc->host, sizeof sc->host, raw_path,
+                         sizeof raw_path);
+  if (rc < 0)
+    return rc;
+  sc->scope = (narcache__sigv4_scope){.access_key = cfg->access_key,
+                                      .secret_key = cfg->secret_key,
+                                      .region = cfg->region,
+                                      .service = "s3"};
+  narcache__sigv4_amz_date(sc->scope.amz_date, time(NULL));
+  const char *payload = call->payload_hash ? call->payload_hash : "UNSIGNED-PAYLOAD";
+  narcache__s3_field *f = sc->fields;
   size_t nf = 0;
-  fields[nf++] = (narcache__s3_field){"Host", 4, host, strlen(host)};
-  fields[nf++] = (narcache__s3_field){"x-amz-date", 10, scope.amz_date, 16};
-  fields[nf++] = (narcache__s3_field){"x-amz-content-sha256", 20, payload, strlen(payload)};
+  f[nf++] = (narcache__s3_field){"Host", 4, sc->host, strlen(sc->host)};
+  f[nf++] = (narcache__s3_field){"x-amz-date", 10, sc->scope.amz_date, 16};
+  f[nf++] = (narcache__s3_field){"x-amz-content-sha256", 20, payload, strlen(payload)};
   if (cfg->session_token != NULL)
-    fields[nf++] = (narcache__s3_field){"x-amz-security-token", 20, cfg->session_token,
-                                        strlen(cfg->session_token)};
+    f[nf++] = (narcache__s3_field){"x-amz-security-token", 20, cfg->session_token,
+                                   strlen(cfg->session_token)};
   for (size_t i = 0; i < call->n_extra && nf < 12; i++)
-    fields[nf++] = call->extra[i];
+    f[nf++] = call->extra[i];
+  sc->n_fields = nf;
   narcache__sigv4_request req = {.method = call->method,
                                  .path = raw_path,
                                  .path_len = strlen(raw_path),
                                  .query = call->query,
                                  .query_len = call->query ? strlen(call->query) : 0,
-                                 .headers = fields,
+                                 .headers = f,
                                  .n_headers = nf,
                                  .payload_hash = payload};
-  narcache__buf auth = {0}, url = {0};
-  int rc = narcache__sigv4_authorization(&auth, &req, &scope);
-  if (rc == 0 && (narcache__buf_append_str(&url, cfg->scheme) != 0 ||
-                  narcache__buf_append_str(&url, "://") != 0 ||
-                  narcache__buf_append_str(&url, host) != 0 ||
-                  narcache__sigv4_uri_encode(&url, raw_path, strlen(raw_path), 1) != 0 ||
-                  (call->query != NULL && (narcache__buf_append(&url, "?", 1) != 0 ||
-                                           narcache__buf_append_str(&url, call->query) != 0)) ||
-                  narcache__buf_append(&url, "", 1) != 0))
+  rc = narcache__sigv4_authorization(&sc->auth, &req, &sc->scope);
+  if (rc == 0 && (narcache__sigv4_uri_encode(&sc->target, raw_path, strlen(raw_path), 1) != 0 ||
+                  (call->query != NULL && (narcache__buf_append(&sc->target, "?", 1) != 0 ||
+                                           narcache__buf_append_str(&sc->target, call->query) != 0)) ||
+                  narcache__buf_append(&sc->target, "", 1) != 0))
+    rc = NARCACHE_ENOMEM;
+  if (rc < 0)
+    signed_call_free(sc);
+  return rc;
+}
+
+/* Sign and start one request on the I/O thread (libcurl). */
+static int s3_start(s3_store *s, const s3_call *call, narcache__s3_xfer **out) {
+  const narcache__s3_config *cfg = &s->cfg;
+  signed_call sc;
+  int rc = sign_call(s, call, &sc);
+  if (rc < 0)
+    return rc;
+  narcache__buf url = {0};
+  if (narcache__buf_append_str(&url, cfg->scheme) != 0 ||
+      narcache__buf_append_str(&url, "://") != 0 || narcache__buf_append_str(&url, sc.host) != 0 ||
+      narcache__buf_append_str(&url, sc.target.data) != 0 || narcache__buf_append(&url, "", 1) != 0)
     rc = NARCACHE_ENOMEM;
   struct curl_slist *headers = NULL;
-  for (size_t i = 0; rc == 0 && i < nf; i++) {
+  for (size_t i = 0; rc == 0 && i < sc.n_fields; i++) {
     char name[64], value[2048];
-    if (fields[i].name_len >= sizeof name || fields[i].value_len >= sizeof value) {
+    if (sc.fields[i].name_len >= sizeof name || sc.fields[i].value_len >= sizeof value) {
       rc = NARCACHE_EINVAL;
       break;
     }
-    memcpy(name, fields[i].name, fields[i].name_len);
-    name[fields[i].name_len] = '\0';
-    memcpy(value, fields[i].value, fields[i].value_len);
-    value[fields[i].value_len] = '\0';
+    memcpy(name, sc.fields[i].name, sc.fields[i].name_len);
+    name[sc.fields[i].name_len] = '\0';
+    memcpy(value, sc.fields[i].value, sc.fields[i].value_len);
+    value[sc.fields[i].value_len] = '\0';
     rc = slist_add(&headers, name, value);
   }
   if (rc == 0)
-    rc = slist_add(&headers, "Authorization", auth.data);
+    rc = slist_add(&headers, "Authorization", sc.auth.data);
   if (rc == 0) { /* no 100-continue round trip, no form content type */
     struct curl_slist *l = curl_slist_append(headers, "Expect:");
     if (l != NULL && call->body_size > 0 && strcmp(call->method, "POST") == 0 &&
@@ -199,8 +236,47 @@ static int s3_start(s3_store *s, const s3_call *call, narcache__s3_xfer **out) {
     headers = NULL;
   }
   curl_slist_free_all(headers);
-  narcache__buf_free(&auth);
+  signed_call_free(&sc);
   narcache__buf_free(&url);
+  return rc;
+}
+
+static int append_line(narcache__buf *b, const char *name, size_t name_len, const char *value,
+                       size_t value_len) {
+  if (memchr(value, '\r', value_len) != NULL || memchr(value, '\n', value_len) != NULL)
+    return NARCACHE_EINVAL; /* a header may not smuggle in another */
+  return narcache__buf_append(b, name, name_len) != 0 || narcache__buf_append(b, ": ", 2) != 0 ||
+                 narcache__buf_append(b, value, value_len) != 0 ||
+                 narcache__buf_append(b, "\r\n", 2) != 0
+             ? NARCACHE_ENOMEM
+             : NARCACHE_OK;
+}
+
+/* Sign a body-less request and send it on a connection of our own (plain
+ * http only: see s3_stream_internal.h); wait for the response head. */
+static int s3_stream_start(s3_store *s, const s3_call *call, uint64_t deadline_ms,
+                           narcache__s3_stream **out) {
+  signed_call sc;
+  int rc = sign_call(s, call, &sc);
+  if (rc < 0)
+    return rc;
+  narcache__buf req = {0};
+  if (narcache__buf_append_str(&req, call->method) != 0 || narcache__buf_append(&req, " ", 1) != 0 ||
+      narcache__buf_append_str(&req, sc.target.data) != 0 ||
+      narcache__buf_append_str(&req, " HTTP/1.1\r\n") != 0)
+    rc = NARCACHE_ENOMEM;
+  for (size_t i = 0; rc == 0 && i < sc.n_fields; i++)
+    rc = append_line(&req, sc.fields[i].name, sc.fields[i].name_len, sc.fields[i].value,
+                     sc.fields[i].value_len);
+  if (rc == 0)
+    rc = append_line(&req, "Authorization", 13, sc.auth.data, strlen(sc.auth.data));
+  if (rc == 0 && narcache__buf_append_str(&req, "Connection: close\r\n\r\n") != 0)
+    rc = NARCACHE_ENOMEM;
+  if (rc == 0)
+    rc = narcache__s3_stream_get(out, sc.host, req.data,
+                                 req.len, s->cfg.connect_timeout_ms, deadline_ms);
+  signed_call_free(&sc);
+  narcache__buf_free(&req);
   return rc;
 }
 
@@ -310,14 +386,60 @@ typedef struct s3_reader {
   char key[KEY_MAX];
   char etag[96];
   uint64_t size;
-  uint64_t pos; /* where the running GET's next byte is */
-  narcache__s3_xfer *x;
+  uint64_t pos;      /* where the running GET's next byte not yet taken is */
+  uint64_t lent;     /* bytes from `pos` on handed out by the last segment */
+  int lent_buffered; /* ... from the stream's buffer (else its socket, or the ring) */
+  narcache__s3_xfer *x;    /* the running GET: libcurl's, */
+  narcache__s3_stream *st; /* or ours (plain http) */
 } s3_reader;
+
+static void s3_reader_stop(s3_reader *r) {
+  narcache__s3_xfer_free(r->x);
+  r->x = NULL;
+  if (r->st != NULL) {
+    narcache__s3_stream_free(r->st);
+    r->st = NULL;
+    atomic_fetch_sub(&r->s->streams_open, 1);
+  }
+  r->lent = 0;
+  r->lent_buffered = 0;
+}
 
 static void s3_reader_close(void *ctx) {
   s3_reader *r = ctx;
-  narcache__s3_xfer_free(r->x);
+  s3_reader_stop(r);
   narcache__free(r);
+}
+
+/* One try at the GET: on a connection of our own when the endpoint allows
+ * it and the store's connection budget has room, else through libcurl. */
+static int s3_reader_attempt(s3_reader *r, const s3_call *call, uint64_t deadline, long *status,
+                             narcache__s3_head *head) {
+  s3_store *s = r->s;
+  s3_reader_stop(r);
+  *status = 0;
+  if (atomic_load(&s->streams)) {
+    if (atomic_fetch_add(&s->streams_open, 1) < (int)s->cfg.max_connections) {
+      int rc = s3_stream_start(s, call, deadline, &r->st);
+      if (rc == 0) {
+        *status = r->st->status;
+        *head = r->st->head;
+        return NARCACHE_OK;
+      }
+      atomic_fetch_sub(&s->streams_open, 1);
+      if (rc != NARCACHE_ENOTSUP)
+        return rc;
+      atomic_store(&s->streams, 0); /* bodies not delimited by length: libcurl from now on */
+    } else {
+      atomic_fetch_sub(&s->streams_open, 1); /* over budget: libcurl queues this one */
+    }
+  }
+  int rc = s3_start(s, call, &r->x);
+  if (rc == 0)
+    rc = narcache__s3_xfer_wait_head(r->x, deadline, status);
+  if (r->x != NULL)
+    narcache__s3_xfer_head(r->x, head);
+  return rc;
 }
 
 /* Start a GET of the object from `offset` on; wait for its head. */
@@ -341,41 +463,60 @@ static int s3_reader_start(s3_reader *r, uint64_t offset) {
   narcache__s3_head head = {0};
   uint64_t deadline = narcache__s3_now_ms() + r->s->cfg.request_timeout_ms;
   for (uint32_t attempt = 1; attempt <= r->s->cfg.max_attempts; attempt++) {
-    narcache__s3_xfer_free(r->x);
-    r->x = NULL;
-    rc = s3_start(r->s, &call, &r->x);
-    if (rc < 0)
-      return rc;
-    rc = narcache__s3_xfer_wait_head(r->x, deadline, &status);
+    rc = s3_reader_attempt(r, &call, deadline, &status, &head);
     if (rc == 0 && status != (offset > 0 ? 206 : 200))
       rc = status == 412 || status == 416 || (offset > 0 && status == 200) ? NARCACHE_EIO
                                                                            : status_result(status);
-    if (rc == 0 || !retryable(rc, status) || attempt == r->s->cfg.max_attempts)
-      break;
-    narcache__s3_xfer_head(r->x, &head);
-    if (!backoff(attempt, head.retry_after_s, deadline))
+    if (rc == 0 || !retryable(rc, status) || attempt == r->s->cfg.max_attempts ||
+        !backoff(attempt, head.retry_after_s, deadline))
       break;
   }
+  if (rc == 0 && offset == 0 && head.content_length == UINT64_MAX)
+    rc = NARCACHE_EIO; /* the size must be known first */
+  if (rc == 0 && offset > 0 && head.content_length != r->size - offset)
+    rc = NARCACHE_EIO; /* the object changed under us */
   if (rc < 0) {
-    narcache__s3_xfer_free(r->x);
-    r->x = NULL;
+    s3_reader_stop(r);
     return rc;
   }
-  narcache__s3_xfer_head(r->x, &head);
   if (offset == 0) {
-    if (head.content_length == UINT64_MAX) { /* the size must be known first */
-      narcache__s3_xfer_free(r->x);
-      r->x = NULL;
-      return NARCACHE_EIO;
-    }
     r->size = head.content_length;
     memcpy(r->etag, head.etag, sizeof r->etag);
-  } else if (head.content_length != r->size - offset) {
-    narcache__s3_xfer_free(r->x);
-    r->x = NULL;
-    return NARCACHE_EIO; /* the object changed under us */
   }
   r->pos = offset;
+  return NARCACHE_OK;
+}
+
+/* Be at `offset`: take the bytes a segment lent that the caller used, or
+ * start a new GET from there (a jump, a retry after a failure). */
+static int s3_reader_seek(s3_reader *r, uint64_t offset) {
+  uint64_t lent = r->lent;
+  int buffered = r->lent_buffered;
+  r->lent = 0;
+  r->lent_buffered = 0;
+  if ((r->x != NULL || r->st != NULL) && offset >= r->pos && offset - r->pos <= lent) {
+    size_t used = (size_t)(offset - r->pos);
+    if (r->x != NULL)
+      narcache__s3_xfer_consume(r->x, used);
+    else if (buffered)
+      narcache__s3_stream_drop(r->st, used);
+    /* else the caller read them off the socket itself */
+    r->pos = offset;
+    return NARCACHE_OK;
+  }
+  int rc = s3_reader_start(r, offset);
+  return rc == NARCACHE_ENOTFOUND ? NARCACHE_EIO : rc; /* it was there at open */
+}
+
+/* After a body read: a short body or a failed transfer ends this GET (the
+ * next read starts another from where it stopped). */
+static int s3_reader_result(s3_reader *r, int rc, size_t got) {
+  if (rc == 0 && got == 0)
+    rc = NARCACHE_EIO; /* shorter than its Content-Length */
+  if (rc < 0) {
+    s3_reader_stop(r);
+    return rc == NARCACHE_EUNAVAIL ? NARCACHE_EUNAVAIL : NARCACHE_EIO;
+  }
   return NARCACHE_OK;
 }
 
@@ -384,26 +525,86 @@ static int s3_reader_read(void *ctx, uint64_t offset, void *buf, size_t len, siz
   *got = 0;
   if (offset >= r->size || len == 0)
     return NARCACHE_OK;
-  if (r->x == NULL || offset != r->pos) {
-    int rc = s3_reader_start(r, offset);
-    if (rc < 0)
-      return rc == NARCACHE_ENOTFOUND ? NARCACHE_EIO : rc;
-  }
+  int rc = s3_reader_seek(r, offset);
+  if (rc < 0)
+    return rc;
   uint64_t left = r->size - offset;
   if (len > left)
     len = (size_t)left;
-  uint64_t deadline = narcache__s3_now_ms() + r->s->cfg.stall_timeout_ms;
-  int rc = narcache__s3_xfer_read(r->x, buf, len, got, deadline);
-  if (rc == 0 && *got == 0)
-    rc = NARCACHE_EIO; /* shorter than its Content-Length */
-  if (rc < 0) {
-    narcache__s3_xfer_free(r->x);
-    r->x = NULL;
-    *got = 0;
-    return rc == NARCACHE_EUNAVAIL ? NARCACHE_EUNAVAIL : NARCACHE_EIO;
-  }
-  r->pos += *got;
+  uint32_t stall = r->s->cfg.stall_timeout_ms;
+  size_t n = 0;
+  rc = r->x != NULL ? narcache__s3_xfer_read(r->x, buf, len, &n, narcache__s3_now_ms() + stall)
+                    : narcache__s3_stream_read(r->st, buf, len, &n, stall);
+  if ((rc = s3_reader_result(r, rc, n)) < 0)
+    return rc;
+  *got = n;
+  r->pos += n;
   return NARCACHE_OK;
+}
+
+/* A segment of our own connection's body: the bytes that came with the
+ * head, then the socket itself for a caller that knows STREAM segments
+ * (it reads them off the socket, or splices them on, in order). */
+static int s3_stream_segment(s3_reader *r, uint64_t offset, narcache_nar_segment *seg) {
+  uint32_t stall = r->s->cfg.stall_timeout_ms;
+  uint64_t left = r->size - offset;
+  const void *data = NULL;
+  size_t n = narcache__s3_stream_buffered(r->st, &data);
+  if (n == 0 && seg->version < 2) { /* older callers take bytes only */
+    int rc = narcache__s3_stream_fill(r->st, stall);
+    n = narcache__s3_stream_buffered(r->st, &data);
+    if ((rc = s3_reader_result(r, rc, n)) < 0)
+      return rc;
+  }
+  if (n > 0) {
+    r->lent = n < left ? n : left;
+    r->lent_buffered = 1;
+    seg->kind = NARCACHE_NAR_SEG_BYTES;
+    seg->data = data;
+    seg->fd = -1;
+  } else {
+    r->lent = left;
+    seg->kind = NARCACHE_NAR_SEG_STREAM;
+    seg->data = NULL;
+    seg->fd = r->st->fd;
+    seg->wait_ms = stall > INT32_MAX ? INT32_MAX : (int)stall;
+  }
+  seg->nar_offset = offset;
+  seg->length = r->lent;
+  seg->file_offset = 0;
+  return 1;
+}
+
+/* The server's way in: the bytes without a copy -- from the libcurl
+ * transfer's ring, or our own connection (above). The bytes the caller
+ * used are taken when the next call comes. */
+static int s3_reader_segment(void *ctx, uint64_t offset, narcache_nar_segment *seg) {
+  s3_reader *r = ctx;
+  if (offset >= r->size)
+    return NARCACHE_EINVAL;
+  int rc = s3_reader_seek(r, offset);
+  if (rc < 0)
+    return rc;
+  if (r->st != NULL)
+    return s3_stream_segment(r, offset, seg);
+  uint64_t left = r->size - offset;
+  uint64_t deadline = narcache__s3_now_ms() + r->s->cfg.stall_timeout_ms;
+  const void *data = NULL;
+  size_t n = 0;
+  rc = narcache__s3_xfer_peek(r->x, left < SIZE_MAX ? (size_t)left : SIZE_MAX, &data, &n,
+                              deadline);
+  if ((rc = s3_reader_result(r, rc, n)) < 0)
+    return rc;
+  if (n > left)
+    n = (size_t)left; /* libcurl stops at Content-Length; never pass the end */
+  r->lent = n;
+  seg->kind = NARCACHE_NAR_SEG_BYTES;
+  seg->nar_offset = offset;
+  seg->length = n;
+  seg->data = data;
+  seg->fd = -1;
+  seg->file_offset = 0;
+  return 1;
 }
 
 static int s3_open_small(s3_store *s, int kind, const char *name, size_t len, const char *key,
@@ -451,6 +652,7 @@ static int s3_open(void *ctx, int kind, const char *name, size_t len, narcache_r
   out->size = r->size;
   out->fd = -1;
   out->read = s3_reader_read;
+  out->segment = s3_reader_segment;
   out->close = s3_reader_close;
   out->ctx = r;
   return NARCACHE_OK;
@@ -867,6 +1069,18 @@ static void s3_destroy(void *ctx) {
   curl_release();
 }
 
+/* Bodies on connections of our own need plain http, and no proxy that
+ * libcurl would have used. */
+static int streams_allowed(const narcache__s3_config *cfg) {
+  static const char *const proxies[] = {"http_proxy", "all_proxy", "ALL_PROXY"};
+  for (size_t i = 0; i < sizeof proxies / sizeof proxies[0]; i++) {
+    const char *v = getenv(proxies[i]);
+    if (v != NULL && v[0] != '\0')
+      return 0;
+  }
+  return strcmp(cfg->scheme, "http") == 0;
+}
+
 int narcache_store_s3_new(narcache_store **out, const narcache_s3_options *o) {
   if (out == NULL)
     return NARCACHE_EINVAL;
@@ -887,6 +1101,8 @@ int narcache_store_s3_new(narcache_store **out, const narcache_s3_options *o) {
     rc = narcache__s3_cache_init(&s->cache, s->cfg.cache_entries);
   if (rc == 0)
     rc = narcache__s3_io_new(&s->io, (long)s->cfg.max_connections);
+  atomic_init(&s->streams, rc == 0 && streams_allowed(&s->cfg));
+  atomic_init(&s->streams_open, 0);
   if (rc < 0) {
     s3_destroy(s);
     return rc;

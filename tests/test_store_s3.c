@@ -10,6 +10,8 @@
  * with messages, retries through a gateway that fails every other request
  * (tests/s3/flaky_proxy.py), and concurrent readers. */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -167,6 +169,107 @@ static void test_ranges(void **state) {
   assert_int_equal(n, 0);
   narcache_reader_close(&r);
   free(data);
+  narcache_store_free(s);
+}
+
+/* Read `want` bytes of a STREAM segment off its socket, as the server
+ * does, and check them. */
+static void take_stream(const narcache_nar_segment *seg, const uint8_t *expect, size_t want) {
+  uint8_t buf[65536];
+  size_t got = 0;
+  while (got < want) {
+    size_t n = want - got < sizeof buf ? want - got : sizeof buf;
+    ssize_t r = read(seg->fd, buf, n);
+    if (r < 0 && errno == EAGAIN) {
+      struct pollfd p = {.fd = seg->fd, .events = POLLIN};
+      assert_int_equal(poll(&p, 1, seg->wait_ms), 1);
+      continue;
+    }
+    assert_true(r > 0);
+    assert_memory_equal(buf, expect + got, (size_t)r);
+    got += (size_t)r;
+  }
+}
+
+/* The server takes NAR bytes as segments without copies: over https from
+ * the libcurl transfer's ring, over plain http from the store's own
+ * connection (its first bytes, then the socket: STREAM segments, for
+ * callers of version 2). Each must hold the right bytes whether the
+ * caller uses all of one, part of it, jumps elsewhere or mixes in plain
+ * reads; several times the ring's size goes through, so it wraps and
+ * pauses. */
+static void read_by_segments(narcache_store *s, const char *tag, int want_stream) {
+  const size_t len = (5u << 20) + 77;
+  uint8_t *data = random_bytes(len, 11);
+  char name[64];
+  nar_name(name, sizeof name, tag);
+  assert_int_equal(put(s, NARCACHE_OBJECT_NAR, name, data, len), 0);
+  narcache_reader r = {.version = NARCACHE_READER_VERSION};
+  assert_int_equal(narcache_store_open(&r, s, NARCACHE_OBJECT_NAR, name, strlen(name)), 0);
+  assert_non_null(r.segment);
+  unsigned seed = 5;
+  uint64_t off = 0;
+  int jumps = 0, streams = 0;
+  while (off < len) {
+    seed = seed * 1103515245u + 12345u;
+    narcache_nar_segment seg = {.version = (seed >> 4) % 5 == 0 ? 1 : NARCACHE_NAR_SEGMENT_VERSION};
+    assert_int_equal(r.segment(r.ctx, off, &seg), 1);
+    assert_int_equal(seg.nar_offset, off);
+    assert_true(seg.length > 0 && seg.length <= len - off);
+    if (seg.kind == NARCACHE_NAR_SEG_STREAM) {
+      assert_int_equal(seg.version, 2); /* never for a caller of version 1 */
+      assert_true(seg.fd >= 0 && seg.wait_ms > 0);
+      size_t want = 1 + (seed >> 8) % 400000;
+      want = want < seg.length ? want : (size_t)seg.length;
+      take_stream(&seg, data + off, want);
+      off += want;
+      streams++;
+      continue;
+    }
+    assert_int_equal(seg.kind, NARCACHE_NAR_SEG_BYTES);
+    assert_memory_equal(seg.data, data + off, (size_t)seg.length);
+    switch ((seed >> 8) % 8) {
+    case 0: /* part of it */
+      off += seg.length / 2 + 1;
+      break;
+    case 1: { /* a plain read continues where the segment was used up to */
+      uint8_t buf[3000];
+      uint64_t at = off + seg.length / 3;
+      size_t want = sizeof buf < len - at ? sizeof buf : (size_t)(len - at), n = 0;
+      assert_int_equal(narcache_reader_read(&r, at, buf, want, &n), 0);
+      assert_true(n > 0 && n <= want);
+      assert_memory_equal(buf, data + at, n);
+      off = at + n;
+      break;
+    }
+    case 2: /* a jump back, rarely */
+      if (jumps++ < 3) {
+        off = off > 100000 ? off - 100000 : 0;
+        break;
+      }
+      /* fall through */
+    default: /* all of it */
+      off += seg.length;
+    }
+  }
+  assert_true(want_stream ? streams > 0 : streams == 0);
+  narcache_nar_segment seg = {.version = NARCACHE_NAR_SEGMENT_VERSION};
+  assert_true(r.segment(r.ctx, len, &seg) < 0); /* nothing past the end */
+  narcache_reader_close(&r);
+  free(data);
+}
+
+static void test_segments(void **state) {
+  (void)state;
+  narcache_store *s = open_store("segment", NARCACHE_STORE_S3_WRITABLE, NULL);
+  read_by_segments(s, "segment-http", 1);
+  narcache_store_free(s);
+  const char *tls = getenv("S3_TLS_ENDPOINT"), *ca = getenv("S3_CA_FILE");
+  if (tls == NULL || ca == NULL)
+    fail_msg("run through tests/s3/run.sh (S3_TLS_ENDPOINT, S3_CA_FILE)");
+  narcache_s3_options o = {.endpoint = tls, .ca_file = ca};
+  s = open_store("segment", NARCACHE_STORE_S3_WRITABLE, &o);
+  read_by_segments(s, "segment-https", 0);
   narcache_store_free(s);
 }
 
@@ -551,6 +654,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trips),
       cmocka_unit_test(test_ranges),
+      cmocka_unit_test(test_segments),
       cmocka_unit_test(test_narinfo_after_its_nar),
       cmocka_unit_test(test_abandoned_uploads_leave_nothing),
       cmocka_unit_test(test_other_writer_seen_after_negative_ttl),

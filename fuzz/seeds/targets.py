@@ -169,3 +169,26 @@ for case in sorted(os.listdir(suite)):
     put('s3', b'\x02' + bytes([normalize]) + path + b'\x00' + query + b'\x00' + name + b'\x00' + value)
 put('s3', b'\x02\x00/nix-cache/nar/0p5d58x7b9jgy10c49mfnz52lgvc2cavhac95ag4dc5hn1miqwsz.nar.zst'
           b'\x00partNumber=3&uploadId=2~abc%2Bdef\x00Range\x00bytes=100-')
+
+# s3_response: response heads as Ceph RGW 16.2 sent them to the tests
+# (a ranged GET, a missing object, a refused signature), the fault proxy's
+# SlowDown, an informational head, and a chunked one (refused: not
+# length-delimited).
+rgw = [(b'Accept-Ranges', b'bytes'), (b'x-amz-request-id', b'tx000008f3a71964f073776-006b09e3f7-1010-default'),
+       (b'Date', b'Fri, 27 Nov 2026 20:11:35 GMT')]
+def head(status, reason, fields):
+    return b'HTTP/1.1 ' + str(status).encode() + b' ' + reason + b'\r\n' + \
+        b''.join(n + b': ' + v + b'\r\n' for n, v in fields) + b'\r\n'
+put('s3_response', head(206, b'Partial Content', [(b'Content-Length', b'100'),
+    (b'Content-Range', b'bytes 100-199/268435456')] + rgw + [(b'Last-Modified', b'Fri, 27 Nov 2026 20:06:49 GMT'),
+    (b'x-rgw-object-type', b'Normal'), (b'ETag', b'"6f395e1be507eff9f4937ba3e37275fc"'),
+    (b'Content-Type', b'binary/octet-stream'), (b'Connection', b'close')]))
+put('s3_response', head(200, b'OK', [(b'Content-Length', b'268435456'), (b'ETag', b'"6f395e1be507eff9f4937ba3e37275fc-3"')]
+    + rgw + [(b'Content-Type', b'binary/octet-stream'), (b'Connection', b'close')]))
+put('s3_response', head(404, b'Not Found', [(b'Content-Length', b'231')] + rgw +
+    [(b'Content-Type', b'application/xml'), (b'Connection', b'Keep-Alive')]))
+put('s3_response', head(403, b'Forbidden', [(b'Content-Length', b'234')] + rgw + [(b'Content-Type', b'application/xml')]))
+put('s3_response', head(503, b'Slow Down', [(b'Content-Type', b'application/xml'), (b'Retry-After', b'1'),
+    (b'Content-Length', b'120')]))
+put('s3_response', head(100, b'Continue', []))
+put('s3_response', head(200, b'OK', [(b'Transfer-Encoding', b'chunked'), (b'Content-Encoding', b'gzip')]))

@@ -194,24 +194,32 @@ NARCACHE_API void narcache_nar_writer_free(narcache_nar_writer *w);
 
 /** Segment kinds. Values pinned. */
 typedef enum narcache_nar_segment_kind {
-  NARCACHE_NAR_SEG_BYTES = 1, /* `data`, `length` bytes held by the dumper */
-  NARCACHE_NAR_SEG_FILE = 2   /* `length` bytes at `file_offset` of `fd` */
+  NARCACHE_NAR_SEG_BYTES = 1, /* `data`, `length` bytes held by the producer */
+  NARCACHE_NAR_SEG_FILE = 2,  /* `length` bytes at `file_offset` of `fd` */
+  NARCACHE_NAR_SEG_STREAM = 3 /* the next `length` bytes read from `fd` (version >= 2) */
 } narcache_nar_segment_kind;
 
-#define NARCACHE_NAR_SEGMENT_VERSION 1
+/** 2 added STREAM segments: a caller that sets version 1 never gets one. */
+#define NARCACHE_NAR_SEGMENT_VERSION 2
 
 /** A piece of the NAR. The caller sets `version`. `data` and `fd` belong to
- *  the dumper and stay valid until the next call on it. A FILE segment's
- *  consumer must get exactly `length` bytes (e.g. with pread or sendfile);
- *  fewer means the file shrank and the NAR must be abandoned. */
+ *  the producer (the dumper, a store's reader) and stay valid until the
+ *  next call on it. A FILE segment's consumer must get exactly `length`
+ *  bytes (e.g. with pread or sendfile); fewer means the file shrank and the
+ *  NAR must be abandoned. A STREAM segment's `fd` is a socket or pipe
+ *  (non-blocking, no offset): the consumer reads or splices from it, in
+ *  order, waiting at most `wait_ms` for each next byte; it may stop
+ *  before `length` and ask for the next segment from where it stopped,
+ *  but an end of stream or a wait that runs out means the NAR must be
+ *  abandoned. The dumper makes BYTES and FILE segments only. */
 typedef struct narcache_nar_segment {
   uint32_t version;
   uint32_t kind;       /* narcache_nar_segment_kind */
   uint64_t nar_offset; /* where this segment starts in the NAR */
   uint64_t length;
   const void *data; /* BYTES */
-  int fd;           /* FILE */
-  int reserved;
+  int fd;           /* FILE, STREAM */
+  int wait_ms;      /* STREAM (was `reserved`, unused, in version 1) */
   uint64_t file_offset; /* FILE */
 } narcache_nar_segment;
 

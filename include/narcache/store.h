@@ -68,11 +68,14 @@ typedef struct narcache_reader {
   void *ctx;
   /* ---- version 2 ---- */
   /* Optional, with `read`: the bytes from `offset` (< size) on as one piece
-   * that needs no copy -- a NARCACHE_NAR_SEG_BYTES span, or a
-   * NARCACHE_NAR_SEG_FILE region that the server splices (no copy)
-   * (see nar.h) -- valid until the next call on this reader. A FILE region
-   * yielding fewer bytes than `length` means the object changed: the
-   * response is abandoned. 1 with `seg` filled, or a NARCACHE_E* code. */
+   * that needs no copy -- a NARCACHE_NAR_SEG_BYTES span, a
+   * NARCACHE_NAR_SEG_FILE region or a NARCACHE_NAR_SEG_STREAM socket that
+   * the server splices (see nar.h; STREAM only if seg->version >= 2) --
+   * valid until the next call on this reader, which may start where the
+   * caller stopped using it. A FILE region yielding fewer bytes than
+   * `length`, or a STREAM that ends or stalls, means the object changed or
+   * its source failed: the response is abandoned. 1 with `seg` filled, or
+   * a NARCACHE_E* code. */
   int (*segment)(void *ctx, uint64_t offset, narcache_nar_segment *seg);
 } narcache_reader;
 
