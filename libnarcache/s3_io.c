@@ -60,6 +60,8 @@ struct narcache__s3_io {
   narcache__s3_xfer *poked;    /* lock: to unpause or cancel */
   int stopping;                /* lock */
   narcache__s3_xfer *active;   /* I/O thread: in the multi */
+  char peer_ip[64];            /* lock: who answered last ("" before any) */
+  long peer_port;              /* lock */
 };
 
 struct narcache__s3_xfer {
@@ -259,6 +261,34 @@ static void remove_from_multi(narcache__s3_xfer *x) {
   unlink_active(x);
 }
 
+/* Remember the address of a server that answers (I/O thread, at a
+ * response's status line). */
+static void note_peer(narcache__s3_io *io, CURL *easy) {
+  char *ip = NULL;
+  long port = 0;
+  if (curl_easy_getinfo(easy, CURLINFO_PRIMARY_IP, &ip) != CURLE_OK || ip == NULL ||
+      ip[0] == '\0' || strlen(ip) >= sizeof io->peer_ip ||
+      curl_easy_getinfo(easy, CURLINFO_PRIMARY_PORT, &port) != CURLE_OK || port <= 0 ||
+      port > 65535)
+    return;
+  pthread_mutex_lock(&io->lock);
+  memcpy(io->peer_ip, ip, strlen(ip) + 1);
+  io->peer_port = port;
+  pthread_mutex_unlock(&io->lock);
+}
+
+int narcache__s3_io_last_peer(narcache__s3_io *io, char *ip, size_t ip_size, long *port) {
+  pthread_mutex_lock(&io->lock);
+  size_t len = strlen(io->peer_ip);
+  int known = len > 0 && len < ip_size;
+  if (known) {
+    memcpy(ip, io->peer_ip, len + 1);
+    *port = io->peer_port;
+  }
+  pthread_mutex_unlock(&io->lock);
+  return known ? NARCACHE_OK : NARCACHE_ENOTFOUND;
+}
+
 static void check_finished(narcache__s3_io *io) {
   CURLMsg *msg;
   int pending;
@@ -443,6 +473,8 @@ static void header_value(char *out, size_t size, const char *line, size_t len) {
 static size_t on_header(char *line, size_t size, size_t nitems, void *userdata) {
   narcache__s3_xfer *x = userdata;
   size_t len = size * nitems;
+  if (len >= 12 && memcmp(line, "HTTP/", 5) == 0)
+    note_peer(x->io, x->easy); /* outside x->lock: no lock order to keep */
   pthread_mutex_lock(&x->lock);
   if (len >= 12 && memcmp(line, "HTTP/", 5) == 0) {
     /* A new head (after a 100 Continue, too): forget the previous one. */

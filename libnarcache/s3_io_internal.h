@@ -51,6 +51,14 @@ int narcache__s3_io_new(narcache__s3_io **out, long max_connections);
  * been freed by its caller first. */
 void narcache__s3_io_free(narcache__s3_io *io);
 
+/* The numeric address and the port of the server that answered the last
+ * finished transfer: 0, or NARCACHE_ENOTFOUND before any answered (or when
+ * the address does not fit in ip_size). Connections of our own
+ * (s3_stream.c) go there, so they need no name lookup of their own: libcurl
+ * resolves, with its timeouts and its cache, and each of its answers keeps
+ * the address fresh. Any thread. */
+int narcache__s3_io_last_peer(narcache__s3_io *io, char *ip, size_t ip_size, long *port);
+
 /* Queue a transfer; `headers` are taken (freed with the transfer, also on
  * failure). 0, NARCACHE_ENOMEM or NARCACHE_EINVAL. */
 int narcache__s3_xfer_start(narcache__s3_xfer **out, narcache__s3_io *io,

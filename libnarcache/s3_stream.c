@@ -154,36 +154,6 @@ static int wait_fd(int fd, short events, uint64_t deadline_ms) {
   }
 }
 
-/* "host", "host:port" or "[v6]:port" into its two parts. */
-static int split_authority(const char *a, char *host, size_t host_size, char *port,
-                           size_t port_size) {
-  const char *h = a, *h_end, *p = "80";
-  if (a[0] == '[') {
-    h = a + 1;
-    h_end = strchr(h, ']');
-    if (h_end == NULL || (h_end[1] != '\0' && h_end[1] != ':'))
-      return NARCACHE_EINVAL;
-    if (h_end[1] == ':')
-      p = h_end + 2;
-  } else {
-    h_end = strchr(a, ':');
-    if (h_end == NULL)
-      h_end = a + strlen(a);
-    else if (strchr(h_end + 1, ':') != NULL)
-      return NARCACHE_EINVAL; /* an IPv6 address needs brackets */
-    else
-      p = h_end + 1;
-  }
-  size_t hl = (size_t)(h_end - h), pl = strlen(p);
-  if (hl == 0 || hl >= host_size || pl == 0 || pl > 5 || pl >= port_size ||
-      strspn(p, "0123456789") != pl)
-    return NARCACHE_EINVAL;
-  memcpy(host, h, hl);
-  host[hl] = '\0';
-  memcpy(port, p, pl + 1);
-  return NARCACHE_OK;
-}
-
 static int connect_one(const struct addrinfo *ai, uint64_t deadline_ms) {
   int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
   if (fd < 0)
@@ -201,16 +171,19 @@ static int connect_one(const struct addrinfo *ai, uint64_t deadline_ms) {
   return fd;
 }
 
-static int connect_to(const char *authority, uint64_t deadline_ms, int *out) {
-  char host[512], port[8];
-  if (split_authority(authority, host, sizeof host, port, sizeof port) < 0)
+/* Connect to a numeric address: no name lookup here, which could block
+ * past every timeout (see narcache__s3_io_last_peer). */
+static int connect_to(const char *ip, long port, uint64_t deadline_ms, int *out) {
+  char service[8];
+  if (port <= 0 || port > 65535)
     return NARCACHE_EINVAL;
+  snprintf(service, sizeof service, "%ld", port);
   struct addrinfo hints = {.ai_family = AF_UNSPEC,
                            .ai_socktype = SOCK_STREAM,
-                           .ai_flags = AI_NUMERICSERV};
+                           .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
   struct addrinfo *list = NULL;
-  if (getaddrinfo(host, port, &hints, &list) != 0)
-    return NARCACHE_EUNAVAIL;
+  if (getaddrinfo(ip, service, &hints, &list) != 0)
+    return NARCACHE_EINVAL;
   int fd = -1;
   for (struct addrinfo *ai = list; ai != NULL && fd < 0; ai = ai->ai_next)
     fd = connect_one(ai, deadline_ms);
@@ -273,9 +246,9 @@ static int read_head(narcache__s3_stream *st, uint64_t deadline_ms) {
   }
 }
 
-int narcache__s3_stream_get(narcache__s3_stream **out, const char *authority, const char *request,
-                            size_t request_len, uint32_t connect_timeout_ms,
-                            uint64_t deadline_ms) {
+int narcache__s3_stream_get(narcache__s3_stream **out, const char *ip, long port,
+                            const char *request, size_t request_len,
+                            uint32_t connect_timeout_ms, uint64_t deadline_ms) {
   *out = NULL;
   narcache__s3_stream *st = narcache__malloc(sizeof *st);
   if (st == NULL)
@@ -283,7 +256,7 @@ int narcache__s3_stream_get(narcache__s3_stream **out, const char *authority, co
   memset(st, 0, offsetof(narcache__s3_stream, buf));
   st->fd = -1;
   uint64_t connect_deadline = narcache__s3_now_ms() + connect_timeout_ms;
-  int rc = connect_to(authority, connect_deadline < deadline_ms ? connect_deadline : deadline_ms,
+  int rc = connect_to(ip, port, connect_deadline < deadline_ms ? connect_deadline : deadline_ms,
                       &st->fd);
   if (rc == 0)
     rc = send_all(st->fd, request, request_len, deadline_ms);

@@ -37,16 +37,16 @@ typedef struct narcache__s3_stream {
 int narcache__s3_response_head_parse(const char *data, size_t len, long *status,
                                      narcache__s3_head *head);
 
-/* Connect to `authority` ("host", "host:port", "[v6]:port"; port 80 by
- * default), send the `request_len` bytes of `request` (a complete head,
- * no body), and read the final response head. 0 with *out; the caller
- * frees it with _free whatever the status. NARCACHE_EUNAVAIL for a host
- * that does not resolve or answer, a connection that fails, or the
- * deadline; NARCACHE_EIO and NARCACHE_ENOTSUP as for _parse;
- * NARCACHE_ENOMEM. */
-int narcache__s3_stream_get(narcache__s3_stream **out, const char *authority, const char *request,
-                            size_t request_len, uint32_t connect_timeout_ms,
-                            uint64_t deadline_ms);
+/* Connect to `ip` (a numeric IPv4 or IPv6 address: no name lookup) and
+ * `port`, send the `request_len` bytes of `request` (a complete head, no
+ * body), and read the final response head. 0 with *out; the caller frees
+ * it with _free whatever the status. NARCACHE_EINVAL for an address that
+ * is not numeric or a port out of range; NARCACHE_EUNAVAIL for a server
+ * that does not answer, a connection that fails, or the deadline;
+ * NARCACHE_EIO and NARCACHE_ENOTSUP as for _parse; NARCACHE_ENOMEM. */
+int narcache__s3_stream_get(narcache__s3_stream **out, const char *ip, long port,
+                            const char *request, size_t request_len,
+                            uint32_t connect_timeout_ms, uint64_t deadline_ms);
 
 /* Read body bytes (those buffered first): *got > 0, or 0 at the end of the
  * stream. Waits up to `stall_ms` for bytes (NARCACHE_EUNAVAIL); NARCACHE_EIO

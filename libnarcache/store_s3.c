@@ -12,8 +12,9 @@
  *  - NARs, listings and logs stream: the GET starts at open (its head gives
  *    the size), reads take the body as it arrives, and a read elsewhere
  *    (an HTTP Range) starts a ranged GET pinned to the same ETag. Over
- *    plain http that GET runs on a connection of our own (s3_stream.c),
- *    whose socket the server splices straight to its client; over https
+ *    plain http that GET runs on a connection of our own (s3_stream.c) to
+ *    the address libcurl last reached (no name lookup of ours), whose
+ *    socket the server splices straight to its client; over https
  *    libcurl carries it, and the server sends from its receive ring;
  *  - uploads up to 1 MiB are kept in memory and PUT at commit with a signed
  *    payload (retried); larger ones stream in one PUT, or as a multipart
@@ -254,8 +255,8 @@ static int append_line(narcache__buf *b, const char *name, size_t name_len, cons
 
 /* Sign a body-less request and send it on a connection of our own (plain
  * http only: see s3_stream_internal.h); wait for the response head. */
-static int s3_stream_start(s3_store *s, const s3_call *call, uint64_t deadline_ms,
-                           narcache__s3_stream **out) {
+static int s3_stream_start(s3_store *s, const s3_call *call, const char *ip, long port,
+                           uint64_t deadline_ms, narcache__s3_stream **out) {
   signed_call sc;
   int rc = sign_call(s, call, &sc);
   if (rc < 0)
@@ -273,8 +274,8 @@ static int s3_stream_start(s3_store *s, const s3_call *call, uint64_t deadline_m
   if (rc == 0 && narcache__buf_append_str(&req, "Connection: close\r\n\r\n") != 0)
     rc = NARCACHE_ENOMEM;
   if (rc == 0)
-    rc = narcache__s3_stream_get(out, sc.host, req.data,
-                                 req.len, s->cfg.connect_timeout_ms, deadline_ms);
+    rc = narcache__s3_stream_get(out, ip, port, req.data, req.len, s->cfg.connect_timeout_ms,
+                                 deadline_ms);
   signed_call_free(&sc);
   narcache__buf_free(&req);
   return rc;
@@ -412,15 +413,19 @@ static void s3_reader_close(void *ctx) {
 }
 
 /* One try at the GET: on a connection of our own when the endpoint allows
- * it and the store's connection budget has room, else through libcurl. */
+ * it, libcurl has found the server's address (the store's probe at the
+ * latest), and the store's connection budget has room; else through
+ * libcurl. */
 static int s3_reader_attempt(s3_reader *r, const s3_call *call, uint64_t deadline, long *status,
                              narcache__s3_head *head) {
   s3_store *s = r->s;
   s3_reader_stop(r);
   *status = 0;
-  if (atomic_load(&s->streams)) {
+  char ip[64];
+  long port = 0;
+  if (atomic_load(&s->streams) && narcache__s3_io_last_peer(s->io, ip, sizeof ip, &port) == 0) {
     if (atomic_fetch_add(&s->streams_open, 1) < (int)s->cfg.max_connections) {
-      int rc = s3_stream_start(s, call, deadline, &r->st);
+      int rc = s3_stream_start(s, call, ip, port, deadline, &r->st);
       if (rc == 0) {
         *status = r->st->status;
         *head = r->st->head;
