@@ -21,6 +21,9 @@
 # and the server's peak RSS (VmHWM): NARs pass through bounded buffers.
 # Ratios: narinfo latency server/direct and NAR time server/direct (the
 # overhead factor; the issue's goal is <= 1.2).
+# S3_BENCH_TLS=1: both go to the gateway's https port instead (libcurl
+# carries the server's GETs then; plain http uses the store's own
+# connections, spliced to the client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build/bench-serve}
@@ -56,7 +59,13 @@ python3 tests/s3/rgw_cluster.py bucket "$tmp/rgw" bench
 export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY
 sign=(--aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY"
       -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD')
-direct=$S3_ENDPOINT/bench
+endpoint=$S3_ENDPOINT store_args=
+if [[ ${S3_BENCH_TLS:-0} == 1 ]]; then
+  # the gateway's https port (self-signed), for the server and for curl
+  endpoint=$S3_TLS_ENDPOINT store_args="&ca-file=$S3_CA_FILE"
+  sign+=(--cacert "$S3_CA_FILE")
+fi
+direct=$endpoint/bench
 
 echo "== fixture: $(( n_narinfo * rounds )) narinfos, a $nar_mib MiB NAR"
 python3 - "$tmp" "$n_narinfo" "$rounds" <<'EOF'
@@ -95,7 +104,7 @@ free_port() {
 }
 start_server() {
   port=$(free_port)
-  "$server" --s3 "s3://bench?endpoint=$S3_ENDPOINT&region=$S3_REGION" \
+  "$server" --s3 "s3://bench?endpoint=$endpoint&region=$S3_REGION$store_args" \
     --listen "127.0.0.1:$port" ${S3_BENCH_SERVER_ARGS:-} 2> "$tmp/server.log" &
   server_pid=$!
   for _ in $(seq 1 100); do
@@ -157,7 +166,7 @@ for r in $(seq 0 $(( rounds - 1 ))); do
 done
 
 python3 - "$results" "$nar_mib" "$rounds" <<'EOF'
-import statistics, sys
+import os, statistics, sys
 path, mib, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rows = [l.split() for l in open(path)]
 def vals(kind, who):
@@ -165,7 +174,8 @@ def vals(kind, who):
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
-print(f"\nrun-s3.sh: {rounds} rounds; medians; direct = curl --aws-sigv4 to the gateway")
+print(f"\nrun-s3.sh: {rounds} rounds; medians; direct = curl --aws-sigv4 to the gateway"
+      + (" (https)" if os.environ.get("S3_BENCH_TLS") == "1" else ""))
 print("| measure | narcache-server --s3 | direct | server/direct |")
 print("|---|--:|--:|--:|")
 for p in (50, 99):
