@@ -183,8 +183,14 @@ for p in (50, 99):
     print(f"| narinfo p{p}, first fetch (ms) | {s:.2f} | {d:.2f} | {s / d:.2f} |")
 w = pct(vals("narinfo-warm", "server"), 50) * 1e3
 print(f"| narinfo p50, cached by the server (ms) | {w:.2f} | | |")
+paired = []
 for kind, n in (("nar1", 1), ("nar8", 8)):
     s, d = statistics.median(vals(kind, "server")), statistics.median(vals(kind, "direct"))
     print(f"| NAR {mib} MiB x{n} (MiB/s) | {n * mib / s:.0f} | {n * mib / d:.0f} | {s / d:.2f} (time) |")
+    # each round's server time over the direct time measured next to it
+    ratios = [a / b for a, b in zip(vals(kind, "server"), vals(kind, "direct"))]
+    paired.append(f"x{n} {statistics.median(ratios):.2f} "
+                  f"(rounds: {' '.join(f'{r:.2f}' for r in ratios)})")
 print(f"| server peak RSS (KiB), max over rounds | {max(vals('rss', 'server')):.0f} | | |")
+print("NAR time ratio per round (server/direct, back to back), median: " + "; ".join(paired))
 EOF
