@@ -473,10 +473,11 @@ static void header_value(char *out, size_t size, const char *line, size_t len) {
 static size_t on_header(char *line, size_t size, size_t nitems, void *userdata) {
   narcache__s3_xfer *x = userdata;
   size_t len = size * nitems;
-  if (len >= 12 && memcmp(line, "HTTP/", 5) == 0)
+  int status_line = len >= 12 && memcmp(line, "HTTP/", 5) == 0;
+  if (status_line)
     note_peer(x->io, x->easy); /* outside x->lock: no lock order to keep */
   pthread_mutex_lock(&x->lock);
-  if (len >= 12 && memcmp(line, "HTTP/", 5) == 0) {
+  if (status_line) {
     /* A new head (after a 100 Continue, too): forget the previous one. */
     const char *sp = memchr(line, ' ', len);
     x->status = sp != NULL ? strtol(sp + 1, NULL, 10) : 0;

@@ -797,6 +797,15 @@ static ssize_t send_file_region(srv_conn *c, int file, uint64_t offset, uint64_t
   return n;
 }
 
+/* The pump buffer, allocated when a body first needs it (bodies sent
+ * from files, pipes or a store's memory never do). 0, or -1 with
+ * pump_result set. */
+static int need_pump_buf(srv_conn *c) {
+  if (c->pump_buf == NULL && (c->pump_buf = narcache__malloc(PUMP_BUFFER)) == NULL)
+    return body_failed(c, ENOMEM);
+  return 0;
+}
+
 /* Send from a segment's own memory; the pipe and the pump buffer are empty. */
 static int send_in_place(srv_conn *c, const char *data, uint64_t want) {
   if (want > (1u << 22))
@@ -817,8 +826,8 @@ static int send_in_place(srv_conn *c, const char *data, uint64_t want) {
  * buffer are empty. Waits up to the segment's wait_ms for bytes. */
 static int take_from_stream(srv_conn *c, const narcache_nar_segment *seg, uint64_t want) {
   int use_pipe = pipe_ready(c) == 0;
-  if (!use_pipe && c->pump_buf == NULL && (c->pump_buf = narcache__malloc(PUMP_BUFFER)) == NULL)
-    return body_failed(c, ENOMEM);
+  if (!use_pipe && need_pump_buf(c) < 0)
+    return -1;
   uint64_t cap = use_pipe ? PIPE_CAPACITY : PUMP_BUFFER;
   if (want > cap)
     want = cap;
@@ -921,8 +930,8 @@ static int next_segments(srv_conn *c) {
         break;
       return send_in_place(c, (const char *)seg->data + c->x->seg_used, want);
     }
-    if (c->pump_buf == NULL && (c->pump_buf = narcache__malloc(PUMP_BUFFER)) == NULL)
-      return body_failed(c, ENOMEM);
+    if (need_pump_buf(c) < 0)
+      return -1;
     if (want > PUMP_BUFFER - len)
       want = PUMP_BUFFER - len;
     if (seg->kind == NARCACHE_NAR_SEG_BYTES) {
@@ -943,8 +952,8 @@ static int next_segments(srv_conn *c) {
 
 /* Next bytes of a body the reader can only copy out. */
 static int next_read(srv_conn *c) {
-  if (c->pump_buf == NULL && (c->pump_buf = narcache__malloc(PUMP_BUFFER)) == NULL)
-    return body_failed(c, ENOMEM);
+  if (need_pump_buf(c) < 0)
+    return -1;
   uint64_t left = c->body_end - c->body_pos;
   size_t got = 0;
   int rc = narcache_reader_read(&c->reader, c->body_pos, c->pump_buf,

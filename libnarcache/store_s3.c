@@ -547,6 +547,20 @@ static int s3_reader_read(void *ctx, uint64_t offset, void *buf, size_t len, siz
   return NARCACHE_OK;
 }
 
+/* Lend the caller `n` bytes at `data` as the segment at `offset`; they are
+ * taken (as far as used) at the next call. */
+static int lend_bytes(s3_reader *r, narcache_nar_segment *seg, uint64_t offset, const void *data,
+                      uint64_t n) {
+  r->lent = n;
+  seg->kind = NARCACHE_NAR_SEG_BYTES;
+  seg->nar_offset = offset;
+  seg->length = n;
+  seg->data = data;
+  seg->fd = -1;
+  seg->file_offset = 0;
+  return 1;
+}
+
 /* A segment of our own connection's body: the bytes that came with the
  * head, then the socket itself for a caller that knows STREAM segments
  * (it reads them off the socket, or splices them on, in order). */
@@ -562,21 +576,17 @@ static int s3_stream_segment(s3_reader *r, uint64_t offset, narcache_nar_segment
       return rc;
   }
   if (n > 0) {
-    r->lent = n < left ? n : left;
     r->lent_buffered = 1;
-    seg->kind = NARCACHE_NAR_SEG_BYTES;
-    seg->data = data;
-    seg->fd = -1;
-  } else {
-    r->lent = left;
-    seg->kind = NARCACHE_NAR_SEG_STREAM;
-    seg->data = NULL;
-    seg->fd = r->st->fd;
-    seg->wait_ms = stall > INT32_MAX ? INT32_MAX : (int)stall;
+    return lend_bytes(r, seg, offset, data, n < left ? n : left);
   }
+  r->lent = left;
+  seg->kind = NARCACHE_NAR_SEG_STREAM;
   seg->nar_offset = offset;
-  seg->length = r->lent;
+  seg->length = left;
+  seg->data = NULL;
+  seg->fd = r->st->fd;
   seg->file_offset = 0;
+  seg->wait_ms = stall > INT32_MAX ? INT32_MAX : (int)stall;
   return 1;
 }
 
@@ -600,16 +610,8 @@ static int s3_reader_segment(void *ctx, uint64_t offset, narcache_nar_segment *s
                               deadline);
   if ((rc = s3_reader_result(r, rc, n)) < 0)
     return rc;
-  if (n > left)
-    n = (size_t)left; /* libcurl stops at Content-Length; never pass the end */
-  r->lent = n;
-  seg->kind = NARCACHE_NAR_SEG_BYTES;
-  seg->nar_offset = offset;
-  seg->length = n;
-  seg->data = data;
-  seg->fd = -1;
-  seg->file_offset = 0;
-  return 1;
+  /* libcurl stops at Content-Length; never pass the end anyway */
+  return lend_bytes(r, seg, offset, data, n < left ? n : left);
 }
 
 static int s3_open_small(s3_store *s, int kind, const char *name, size_t len, const char *key,
