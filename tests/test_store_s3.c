@@ -8,7 +8,8 @@
  * updated at once, another writer seen after the negative TTL), errors that
  * must read as "unavailable" rather than "absent", configuration errors
  * with messages, retries through a gateway that fails every other request
- * (tests/s3/flaky_proxy.py), and concurrent readers. */
+ * (tests/s3/flaky_proxy.py), virtual-host addressing (BUCKET.localhost)
+ * and concurrent readers. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
@@ -313,6 +314,61 @@ static void test_segments(void **state) {
   s = open_store("segment", NARCACHE_STORE_S3_WRITABLE, &o);
   read_by_segments(s, "segment-https", 0);
   narcache_store_free(s);
+}
+
+/* ---- virtual-host addressing --------------------------------------------------
+ * The gateway knows itself as "localhost" (rgw_dns_name), and libcurl maps
+ * every *.localhost name to the loopback address, so BUCKET.localhost
+ * reaches the same gateway with the bucket in the Host. */
+
+/* S3_ENDPOINT (http://127.0.0.1:PORT) with the host named "localhost". */
+static void localhost_endpoint(char *out, size_t size) {
+  const char *port = strrchr(endpoint, ':');
+  assert_non_null(port);
+  snprintf(out, size, "http://localhost%s", port);
+}
+
+static void test_virtual_host_addressing(void **state) {
+  (void)state;
+  char vhost[128], prefix_url[160], name[64];
+  localhost_endpoint(vhost, sizeof vhost);
+  narcache_s3_options o = {.endpoint = vhost, .addressing = NARCACHE_S3_ADDRESSING_VIRTUAL};
+  narcache_store *virt = open_store("vhost", NARCACHE_STORE_S3_WRITABLE | NARCACHE_STORE_S3_REDIRECT,
+                                    &o);
+  narcache_store *path = open_store("vhost", NARCACHE_STORE_S3_WRITABLE, NULL);
+  char message[300];
+  assert_int_equal(narcache_store_s3_check(virt, message, sizeof message), 0);
+
+  /* Written through the bucket's own host name, found path-style under
+   * the same key (a path-style request sent to BUCKET.localhost would have
+   * put the bucket name into the key instead). */
+  const size_t len = (1u << 20) + 5;
+  uint8_t *data = random_bytes(len, 31);
+  nar_name(name, sizeof name, "vhost");
+  assert_int_equal(put(virt, NARCACHE_OBJECT_NAR, name, data, len), 0);
+  expect_object(path, NARCACHE_OBJECT_NAR, name, data, len);
+  expect_object(virt, NARCACHE_OBJECT_NAR, name, data, len);
+
+  /* And the other way round, through the store's own connections once
+   * libcurl has reached the gateway: they send the bucket's Host too. */
+  uint8_t *other = random_bytes(len, 32);
+  nar_name(name, sizeof name, "vhost-other");
+  assert_int_equal(put(path, NARCACHE_OBJECT_NAR, name, other, len), 0);
+  assert_int_equal(first_segment_kind(virt, name, other, len), NARCACHE_NAR_SEG_STREAM);
+  expect_object(virt, NARCACHE_OBJECT_NAR, name, other, len);
+
+  /* Presigned URLs name the bucket in the host as well. */
+  char *url = NULL;
+  assert_int_equal(narcache_store_redirect(&url, virt, NARCACHE_OBJECT_NAR, name, strlen(name)), 1);
+  snprintf(prefix_url, sizeof prefix_url, "http://%s.localhost%s/vhost/nar/%s?", bucket,
+           strrchr(endpoint, ':'), name);
+  if (strncmp(url, prefix_url, strlen(prefix_url)) != 0)
+    fail_msg("presigned URL %s does not start with %s", url, prefix_url);
+  narcache_free(url);
+  narcache_store_free(path);
+  narcache_store_free(virt);
+  free(other);
+  free(data);
 }
 
 /* ---- commit rules ----------------------------------------------------------- */
@@ -698,6 +754,7 @@ int main(void) {
       cmocka_unit_test(test_ranges),
       cmocka_unit_test(test_segments),
       cmocka_unit_test(test_first_get_goes_through_libcurl),
+      cmocka_unit_test(test_virtual_host_addressing),
       cmocka_unit_test(test_narinfo_after_its_nar),
       cmocka_unit_test(test_abandoned_uploads_leave_nothing),
       cmocka_unit_test(test_other_writer_seen_after_negative_ttl),

@@ -124,7 +124,9 @@ osd_map_cache_size = 20
 [client.rgw.gw]
 rgw_frontends = beast endpoint=127.0.0.1:{rgw_port} ssl_endpoint=127.0.0.1:{tls_port} ssl_certificate={d}/tls/cert.pem ssl_private_key={d}/tls/key.pem
 rgw_thread_pool_size = 16
-rgw_dns_name = 127.0.0.1
+# Host BUCKET.localhost names a bucket (virtual-host addressing; libcurl
+# resolves *.localhost to loopback); requests to 127.0.0.1 stay path-style.
+rgw_dns_name = localhost
 rgw_enable_usage_log = false
 rgw_enable_ops_log = false
 rados_osd_op_timeout = 30

@@ -6,7 +6,8 @@
 #     different ports serve it; Nix substitutes the closure through each,
 #     signatures required, NARs identical; and through a third that sends
 #     NARs by 307 to presigned URLs. A bucket holding what `nix copy --to
-#     file://` wrote (xz NARs, listings) is served the same way.
+#     file://` wrote (xz NARs, listings) is served the same way. A server
+#     with virtual-host addressing redirects Nix to BUCKET.localhost.
 #  2. `nix copy --to http://A` uploads through one server; Nix substitutes it
 #     back through another; two servers taking the same upload at once end
 #     consistent.
@@ -87,6 +88,14 @@ h=$(basename "$P_DEMO" | cut -c1-32)
 nar=$(curl -sf "http://127.0.0.1:$PORT/$h.narinfo" | sed -n 's/^URL: //p')
 [[ $(curl -sfL -r 1000-1999 "http://127.0.0.1:$PORT/$nar" | sha256sum) == \
    $(curl -sf -r 1000-1999 "http://127.0.0.1:$PORT_ONE/$nar" | sha256sum) ]]
+# The same with virtual-host addressing. The gateway calls itself
+# localhost, and libcurl (Nix's too) sends every *.localhost name to the
+# loopback address: Nix follows redirects to http://nix-cache.localhost:PORT/.
+start_server vhost --access-log --s3-redirect \
+    --s3 "s3://nix-cache/cache?endpoint=http://localhost:${S3_ENDPOINT##*:}&region=$S3_REGION&addressing=virtual"
+substitute vhost "$(cat "$TMP/cache.pk")"
+grep -q 'route=nar status=307' "$TMP/vhost.log" || { cat "$TMP/vhost.log" >&2; exit 1; }
+curl -sf -o /dev/null -w '%{redirect_url}\n' "http://127.0.0.1:$PORT/$nar" | grep -q '^http://nix-cache\.localhost:'
 
 # ---- 1b. a bucket laid out by Nix itself: Debian's Nix has no s3:// store,
 # so `nix copy --to file://` (xz, signed, with listings) and every file put
