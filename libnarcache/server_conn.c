@@ -49,6 +49,11 @@
 /* How long a STREAM segment may keep us waiting for bytes when its
  * producer does not say: never for ever. */
 #define STREAM_WAIT_DEFAULT_MS 60000
+/* How long a pool task waits for a STREAM source before handing the wait
+ * to the loop: long enough that a source keeping up (an object store on
+ * the LAN) is read without a trip through the loop, short enough that a
+ * slow one does not hold the pool's threads. */
+#define STREAM_GRACE_MS 5
 /* Capacity asked for a response's pipe (file pages go from the page cache
  * through it into the socket): 1 MiB per splice into the socket, where
  * sendfile() moves 64 KiB at a time. Best effort (pipe-max-size and the
@@ -68,10 +73,11 @@ enum phase {
   PHASE_SEND,    /* the loop writes the head (and a memory body) */
   PHASE_PUMP,    /* a task moves the body */
   PHASE_BLOCKED, /* the body waits for the socket to drain */
+  PHASE_SOURCE,  /* the body waits for its STREAM source to have bytes */
   PHASE_RECEIVE, /* an upload's body is being read from the socket */
 };
 
-enum pump_result { PUMP_DONE, PUMP_AGAIN, PUMP_BLOCKED, PUMP_FAILED };
+enum pump_result { PUMP_DONE, PUMP_AGAIN, PUMP_BLOCKED, PUMP_STARVED, PUMP_FAILED };
 
 /* Longest Location a 307 carries (the head buffer holds 1536 bytes). */
 #define REDIRECT_URL_MAX 1100
@@ -90,6 +96,9 @@ typedef struct srv_scratch {
   size_t pipe_pending;
   narcache_nar_segment seg;
   uint64_t seg_used;
+  /* Watches seg.fd while the body waits for it (PHASE_SOURCE). */
+  uv_poll_t source;
+  int source_state; /* 0 not set up, 1 watching, 2 closing */
   /* An upload (PUT): its store side, the body bytes not yet handed to it,
    * the bytes still to read, and the outcome of the last task. */
   srv_upload *upload;
@@ -112,7 +121,7 @@ typedef struct srv_conn {
   int fd;
   int polling_events;
   int closing;       /* close requested; done once no task runs */
-  int handles_open;  /* 2 until both close callbacks ran */
+  int handles_open;  /* poll and timer (and x->source while set up) not yet closed */
   char peer[80];
 
   /* input */
@@ -167,8 +176,13 @@ static void on_poll(uv_poll_t *h, int status, int events);
 static void process_input(srv_conn *c);
 static void write_out(srv_conn *c);
 static void queue_pump(srv_conn *c);
+static void wait_for_source(srv_conn *c);
+static void on_source_ready(uv_poll_t *h, int status, int events);
+static void on_source_closed(uv_handle_t *h);
 static void close_conn(srv_conn *c);
 static int upload_too_slow(srv_conn *c);
+static void stop_waiting_for_source(srv_conn *c);
+static void on_handle_closed(uv_handle_t *h);
 
 srv_conn *narcache__srv_conn_next(srv_conn *c) { return c->next; }
 
@@ -235,6 +249,13 @@ static void on_timer(uv_timer_t *t) {
   case PHASE_STORE:
     if (c->store_deadline)
       store_overdue(c);
+    return;
+  case PHASE_SOURCE:
+    narcache__srv_log(s, NARCACHE_LOG_ERROR, "body_failed",
+                      "the store stopped sending the body: connection aborted",
+                      (narcache_log_field[]){{"peer", c->peer}, {"target", c->x->target}}, 2);
+    c->aborted = 1;
+    close_conn(c);
     return;
   default:
     return; /* a task runs: its completion re-arms */
@@ -383,6 +404,7 @@ static void close_conn(srv_conn *c) {
     report_access(c);
   c->phase = PHASE_IDLE;
   c->closing = 1;
+  stop_waiting_for_source(c);
   uv_close((uv_handle_t *)&c->poll, on_handle_closed);
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
@@ -845,9 +867,11 @@ static int take_from_stream(srv_conn *c, const narcache_nar_segment *seg, uint64
     if (errno != EAGAIN)
       return body_failed(c, errno);
     struct pollfd p = {.fd = seg->fd, .events = POLLIN};
-    int ready = poll(&p, 1, seg->wait_ms > 0 ? seg->wait_ms : STREAM_WAIT_DEFAULT_MS);
-    if (ready == 0)
-      return body_failed(c, ETIMEDOUT); /* the source stalled */
+    int ready = poll(&p, 1, STREAM_GRACE_MS);
+    if (ready == 0) {
+      c->pump_result = PUMP_STARVED; /* the loop waits for it */
+      return -1;
+    }
     if (ready < 0 && errno != EINTR)
       return body_failed(c, errno);
   }
@@ -1036,6 +1060,9 @@ static void pump_done(uv_work_t *w, int status) {
     watch(c, UV_WRITABLE);
     arm_timer(c, s->opt[NARCACHE_OPT_BODY_STALL_MS]);
     return;
+  case PUMP_STARVED:
+    wait_for_source(c);
+    return;
   default:
     if (c->pump_errno != EPIPE && c->pump_errno != ECONNRESET) {
       narcache__srv_log(s, NARCACHE_LOG_ERROR, "body_failed",
@@ -1057,6 +1084,54 @@ static void queue_pump(srv_conn *c) {
     c->aborted = 1;
     close_conn(c);
   }
+}
+
+/* Waiting for a STREAM source (a store's socket to the object store) is
+ * the loop's job, under the segment's wait_ms: a slow or wedged store
+ * then holds no pool thread, which the other requests need. The watcher
+ * is closed before the pump goes on (the segment's descriptor may be
+ * closed by the next task; libuv must not see it again after that). */
+static void wait_for_source(srv_conn *c) {
+  srv_scratch *x = c->x;
+  if (uv_poll_init(c->server->loop, &x->source, x->seg.fd) != 0) {
+    body_failed(c, EBADF);
+    c->aborted = 1;
+    close_conn(c);
+    return;
+  }
+  x->source.data = c;
+  x->source_state = 1;
+  c->handles_open++;
+  c->phase = PHASE_SOURCE;
+  uv_poll_start(&x->source, UV_READABLE | UV_DISCONNECT, on_source_ready);
+  arm_timer(c, x->seg.wait_ms > 0 ? x->seg.wait_ms : STREAM_WAIT_DEFAULT_MS);
+}
+
+/* Readable, hung up or failed: the pump's next read tells which. */
+static void on_source_ready(uv_poll_t *h, int status, int events) {
+  (void)status;
+  (void)events;
+  srv_conn *c = h->data;
+  uv_timer_stop(&c->timer);
+  stop_waiting_for_source(c);
+}
+
+static void stop_waiting_for_source(srv_conn *c) {
+  if (c->x != NULL && c->x->source_state == 1) {
+    c->x->source_state = 2;
+    uv_close((uv_handle_t *)&c->x->source, on_source_closed);
+  }
+}
+
+static void on_source_closed(uv_handle_t *h) {
+  srv_conn *c = h->data;
+  c->x->source_state = 0;
+  if (c->closing) {
+    on_handle_closed(h); /* the connection goes once its handles are closed */
+    return;
+  }
+  c->handles_open--;
+  queue_pump(c);
 }
 
 /* ------------------------------------------------------------------ */

@@ -8,6 +8,7 @@
 #include <narcache.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -16,6 +17,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -930,6 +932,150 @@ static void test_generated_nar(void **state) {
   remove_gen_tree(&t);
 }
 
+/* A NAR whose body comes from a STREAM segment (a pipe here, an object
+ * store's socket in the s3 store) that is slow: waiting for it must hold
+ * no pool thread. More downloads than the pool has threads all start,
+ * and a narinfo lookup (a pool task) answers while they all wait; the
+ * bodies arrive whole over several stalls; a source that stops for
+ * longer than the segment's wait_ms has its response cut, never
+ * completed short. */
+enum { SLOW_N = 8, SLOW_SIZE = 300000 };
+static int slow_pipes[SLOW_N][2];
+static atomic_int slow_opened;
+static int slow_wait_ms;
+
+static int slow_segment(void *ctx, uint64_t offset, narcache_nar_segment *seg) {
+  seg->kind = NARCACHE_NAR_SEG_STREAM;
+  seg->nar_offset = offset;
+  seg->length = SLOW_SIZE - offset;
+  seg->fd = (int)(intptr_t)ctx;
+  seg->wait_ms = slow_wait_ms;
+  return 1;
+}
+
+static int slow_read(void *ctx, uint64_t offset, void *buf, size_t len, size_t *got) {
+  (void)ctx, (void)offset, (void)buf, (void)len, (void)got;
+  return NARCACHE_EIO; /* bodies are taken by segments */
+}
+
+static void slow_close(void *ctx) { (void)ctx; /* the test owns the pipes */ }
+
+static int slow_open(void *ctx, int kind, const char *name, size_t len, narcache_reader *out) {
+  (void)ctx;
+  if (kind != NARCACHE_OBJECT_NAR || len != 9 || memcmp(name, "slow", 4) != 0 ||
+      name[4] < '0' || name[4] >= '0' + SLOW_N)
+    return NARCACHE_ENOTFOUND;
+  out->size = SLOW_SIZE;
+  out->fd = -1;
+  out->read = slow_read;
+  out->segment = slow_segment;
+  out->close = slow_close;
+  out->ctx = (void *)(intptr_t)slow_pipes[name[4] - '0'][0];
+  atomic_fetch_add(&slow_opened, 1);
+  return 0;
+}
+
+static void slow_pattern(char *buf, size_t len, int i) {
+  for (size_t k = 0; k < len; k++)
+    buf[k] = (char)((k * 7 + (size_t)i * 13 + k / 1021) & 0xff);
+}
+
+static int slow_request(int port, int i) {
+  int fd = connect_to(port);
+  char req[128];
+  snprintf(req, sizeof req, GET_CLOSE("/nar/slow%d.nar"), i);
+  send_all(fd, req, strlen(req));
+  return fd;
+}
+
+static void test_slow_stream_source(void **state) {
+  (void)state;
+  for (int i = 0; i < SLOW_N; i++) {
+    assert_int_equal(pipe2(slow_pipes[i], O_CLOEXEC), 0);
+    assert_int_equal(fcntl(slow_pipes[i][0], F_SETFL, O_NONBLOCK), 0);
+  }
+  atomic_store(&slow_opened, 0);
+  slow_wait_ms = 5000;
+  narcache_store_methods m = {.version = NARCACHE_STORE_METHODS_VERSION, .open = slow_open};
+  narcache_store *st = NULL;
+  assert_int_equal(narcache_store_new(&st, &m, NULL), 0);
+  option_value opts[] = {{NARCACHE_OPT_MEMORY_CACHE_MS, 0}, {0, 0}};
+  running run;
+  start(&run, st, opts);
+
+  int fds[SLOW_N];
+  for (int i = 0; i < SLOW_N; i++)
+    fds[i] = slow_request(run.port, i);
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  while (atomic_load(&slow_opened) < SLOW_N && ms_since(&t0) < 3000)
+    usleep(1000);
+  assert_int_equal(atomic_load(&slow_opened), SLOW_N); /* none waits for a thread */
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  response r;
+  char *buf = exchange(run.port, GET_CLOSE("/00000000000000000000000000000000.narinfo"), &r, 1, NULL);
+  assert_int_equal(r.status, 404);
+  free(buf);
+  assert_true(ms_since(&t0) < 2000);
+
+  /* the bodies, in four pieces with pauses between them */
+  char *body = malloc(SLOW_SIZE);
+  assert_non_null(body);
+  for (int piece = 0; piece < 4; piece++) {
+    usleep(30000);
+    for (int i = 0; i < SLOW_N; i++) {
+      slow_pattern(body, SLOW_SIZE, i);
+      size_t from = (size_t)piece * SLOW_SIZE / 4, to = (size_t)(piece + 1) * SLOW_SIZE / 4;
+      while (from < to) { /* blocks while the server has not taken enough */
+        ssize_t n = write(slow_pipes[i][1], body + from, to - from);
+        assert_true(n > 0);
+        from += (size_t)n;
+      }
+    }
+  }
+  for (int i = 0; i < SLOW_N; i++) {
+    size_t len = 0;
+    buf = read_to_close(fds[i], &len);
+    close(fds[i]);
+    assert_int_equal(parse_response(&r, buf, len, 0), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, SLOW_SIZE);
+    slow_pattern(body, SLOW_SIZE, i);
+    assert_memory_equal(r.body, body, SLOW_SIZE);
+    free(buf);
+  }
+
+  /* a source that stops: the response is cut once wait_ms has passed */
+  slow_wait_ms = 300;
+  int fd = slow_request(run.port, 0);
+  assert_int_equal(write(slow_pipes[0][1], body, 1000), 1000);
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  size_t len = 0;
+  buf = read_to_close(fd, &len);
+  close(fd);
+  double took = ms_since(&t0);
+  assert_int_equal(parse_response(&r, buf, len, 0), -1); /* short */
+  assert_int_equal(r.status, 200);
+  assert_true(took >= 250 && took < 4000);
+  free(buf);
+
+  /* the client leaves while its source is silent; the server goes on */
+  fd = slow_request(run.port, 1);
+  usleep(50000);
+  close(fd);
+  assert_int_equal(write(slow_pipes[1][1], body, 1000), 1000);
+  buf = exchange(run.port, GET_CLOSE("/00000000000000000000000000000000.narinfo"), &r, 1, NULL);
+  assert_int_equal(r.status, 404);
+  free(buf);
+
+  stop(&run);
+  free(body);
+  for (int i = 0; i < SLOW_N; i++) {
+    close(slow_pipes[i][0]);
+    close(slow_pipes[i][1]);
+  }
+}
+
 /* ------------------------------------------------------------------ */
 /* Uploads                                                             */
 /* ------------------------------------------------------------------ */
@@ -1721,6 +1867,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_store_errors),
       cmocka_unit_test(test_store_timeout),
       cmocka_unit_test(test_generated_nar),
+      cmocka_unit_test(test_slow_stream_source),
       cmocka_unit_test(test_uploads),
       cmocka_unit_test(test_upload_limits),
       cmocka_unit_test(test_authorize_hook),
