@@ -942,14 +942,14 @@ static void test_generated_nar(void **state) {
 enum { SLOW_N = 8, SLOW_SIZE = 300000 };
 static int slow_pipes[SLOW_N][2];
 static atomic_int slow_opened;
-static int slow_wait_ms;
+static atomic_int slow_wait_ms;
 
 static int slow_segment(void *ctx, uint64_t offset, narcache_nar_segment *seg) {
   seg->kind = NARCACHE_NAR_SEG_STREAM;
   seg->nar_offset = offset;
   seg->length = SLOW_SIZE - offset;
   seg->fd = (int)(intptr_t)ctx;
-  seg->wait_ms = slow_wait_ms;
+  seg->wait_ms = atomic_load(&slow_wait_ms);
   return 1;
 }
 
@@ -995,7 +995,7 @@ static void test_slow_stream_source(void **state) {
     assert_int_equal(fcntl(slow_pipes[i][0], F_SETFL, O_NONBLOCK), 0);
   }
   atomic_store(&slow_opened, 0);
-  slow_wait_ms = 5000;
+  atomic_store(&slow_wait_ms, 5000);
   narcache_store_methods m = {.version = NARCACHE_STORE_METHODS_VERSION, .open = slow_open};
   narcache_store *st = NULL;
   assert_int_equal(narcache_store_new(&st, &m, NULL), 0);
@@ -1046,7 +1046,7 @@ static void test_slow_stream_source(void **state) {
   }
 
   /* a source that stops: the response is cut once wait_ms has passed */
-  slow_wait_ms = 300;
+  atomic_store(&slow_wait_ms, 300);
   int fd = slow_request(run.port, 0);
   assert_int_equal(write(slow_pipes[0][1], body, 1000), 1000);
   clock_gettime(CLOCK_MONOTONIC, &t0);
