@@ -20,7 +20,10 @@
  * The store holds a nix-cache-info, a narinfo and listing, a 70 KiB NAR
  * behind a file descriptor (sendfile/splice path), a 5 KiB NAR in memory,
  * a NAR whose reader fails after its first bytes (a response cut short), a
- * log, an object that is "unavailable" (503) and one that fails (500).
+ * 300 KiB NAR whose body comes as a STREAM segment from a pipe that this
+ * harness feeds a piece per turn (the server waits for it on the loop; an
+ * input whose seed byte is 7 mod 8 stops feeding half-way, and the
+ * response must be cut after the segment's wait_ms), a log, an object that is "unavailable" (503) and one that fails (500).
  * Uploads are taken into memory with the token below and can be read back
  * (a narinfo upload needs its NAR there) until the next input.
  *
@@ -40,8 +43,10 @@
 #include "server_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,10 +85,12 @@ typedef struct object {
   size_t len;
   int via_fd;    /* served from a memfd: sendfile/splice */
   int breaks_at; /* the reader fails after this many bytes (0: never) */
+  int streamed;  /* the body comes as STREAM segments */
 } object;
 
 static uint8_t big_nar[70 * 1024];
 static uint8_t small_nar[5 * 1024];
+static uint8_t stream_nar[300 * 1024];
 static const char cache_info[] = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
 static const char narinfo_text[] =
     "StorePath: /nix/store/" HASH_OK "-f1\nURL: nar/big.nar\nCompression: none\n"
@@ -95,19 +102,21 @@ static const char log_text[] = "building...\ndone\n";
 
 static object objects[] = {
     {NARCACHE_OBJECT_CACHE_INFO, "", "/nix-cache-info", (const uint8_t *)cache_info,
-     sizeof cache_info - 1, 0, 0},
+     sizeof cache_info - 1, 0, 0, 0},
     {NARCACHE_OBJECT_NARINFO, HASH_OK, "/" HASH_OK ".narinfo", (const uint8_t *)narinfo_text,
-     sizeof narinfo_text - 1, 0, 0},
+     sizeof narinfo_text - 1, 0, 0, 0},
     {NARCACHE_OBJECT_LISTING, HASH_OK, "/" HASH_OK ".ls", (const uint8_t *)listing,
-     sizeof listing - 1, 0, 0},
-    {NARCACHE_OBJECT_NAR, "big.nar", "/nar/big.nar", big_nar, sizeof big_nar, 1, 0},
+     sizeof listing - 1, 0, 0, 0},
+    {NARCACHE_OBJECT_NAR, "big.nar", "/nar/big.nar", big_nar, sizeof big_nar, 1, 0, 0},
     {NARCACHE_OBJECT_NAR, "small.nar.zst", "/nar/small.nar.zst", small_nar, sizeof small_nar, 0,
-     0},
+     0, 0},
     /* larger than what the server reads whole before the head (256 KiB):
      * its reader fails once the body is on its way */
-    {NARCACHE_OBJECT_NAR, "broken.nar", "/nar/broken.nar", NULL, 600 * 1024, 0, 400 * 1024},
+    {NARCACHE_OBJECT_NAR, "broken.nar", "/nar/broken.nar", NULL, 600 * 1024, 0, 400 * 1024, 0},
+    {NARCACHE_OBJECT_NAR, "stream.nar", "/nar/stream.nar", stream_nar, sizeof stream_nar, 0, 0,
+     1},
     {NARCACHE_OBJECT_LOG, HASH_OK "-f1.drv", "/log/" HASH_OK "-f1.drv",
-     (const uint8_t *)log_text, sizeof log_text - 1, 0, 0},
+     (const uint8_t *)log_text, sizeof log_text - 1, 0, 0, 0},
 };
 #define N_OBJECTS (sizeof objects / sizeof objects[0])
 
@@ -148,6 +157,131 @@ static int breaking_read(void *ctx, uint64_t offset, void *buf, size_t len, size
 }
 
 static void breaking_close(void *ctx) { free(ctx); }
+
+/* Streamed bodies: each open reader has a pipe; the harness writes the
+ * object's bytes into it a piece per turn (feed_streams). A segment asked
+ * at another offset than the pipe's next byte gets a new pipe fed from
+ * there, as the s3 store starts a new ranged GET. Readers are used on pool
+ * threads and fed on this one: locked. */
+#define MAX_STREAMS 64
+#define STREAM_WAIT_MS 50
+typedef struct stream_reader {
+  int fds[2];        /* -1: none yet */
+  uint64_t next;     /* offset of the pipe's next unread byte (the reader's view) */
+  uint64_t fed;      /* offset of the next byte to write into it */
+  int in_table;
+} stream_reader;
+
+static stream_reader *streams[MAX_STREAMS];
+static pthread_mutex_t streams_lock = PTHREAD_MUTEX_INITIALIZER;
+static size_t feed_piece = 16384;
+static uint64_t feed_stops_at = UINT64_MAX;
+
+static void stream_drop_pipe(stream_reader *r) {
+  if (r->fds[0] >= 0) {
+    close(r->fds[0]);
+    close(r->fds[1]);
+  }
+  r->fds[0] = r->fds[1] = -1;
+}
+
+static int stream_read(void *ctx, uint64_t offset, void *buf, size_t len, size_t *got) {
+  (void)ctx;
+  if (offset >= sizeof stream_nar)
+    return NARCACHE_EIO;
+  size_t n = sizeof stream_nar - (size_t)offset;
+  n = n < len ? n : len;
+  memcpy(buf, stream_nar + offset, n);
+  *got = n;
+  return 0;
+}
+
+static int stream_segment(void *ctx, uint64_t offset, narcache_nar_segment *seg) {
+  stream_reader *r = ctx;
+  if (offset >= sizeof stream_nar)
+    return NARCACHE_EINVAL;
+  pthread_mutex_lock(&streams_lock);
+  /* Where the consumer is now tells how much it took from the pipe. */
+  if (r->fds[0] < 0 || offset != r->next) {
+    int pending = 0;
+    if (r->fds[0] >= 0 && offset > r->next && offset <= r->fed)
+      pending = 1; /* read on from the same pipe: the bytes between were taken */
+    if (!pending) {
+      stream_drop_pipe(r);
+      if (pipe2(r->fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        r->fds[0] = r->fds[1] = -1;
+        pthread_mutex_unlock(&streams_lock);
+        return NARCACHE_EUNAVAIL;
+      }
+      r->fed = offset;
+    }
+    r->next = offset;
+  }
+  seg->kind = NARCACHE_NAR_SEG_STREAM;
+  seg->nar_offset = offset;
+  seg->length = sizeof stream_nar - offset;
+  seg->data = NULL;
+  seg->fd = r->fds[0];
+  seg->wait_ms = STREAM_WAIT_MS;
+  pthread_mutex_unlock(&streams_lock);
+  return 1;
+}
+
+static void stream_close(void *ctx) {
+  stream_reader *r = ctx;
+  pthread_mutex_lock(&streams_lock);
+  for (size_t i = 0; i < MAX_STREAMS; i++)
+    if (streams[i] == r)
+      streams[i] = NULL;
+  stream_drop_pipe(r);
+  pthread_mutex_unlock(&streams_lock);
+  free(r);
+}
+
+static int stream_open(narcache_reader *out) {
+  stream_reader *r = calloc(1, sizeof *r);
+  if (r == NULL)
+    return NARCACHE_ENOMEM;
+  r->fds[0] = r->fds[1] = -1;
+  pthread_mutex_lock(&streams_lock);
+  for (size_t i = 0; i < MAX_STREAMS && !r->in_table; i++)
+    if (streams[i] == NULL) {
+      streams[i] = r;
+      r->in_table = 1;
+    }
+  pthread_mutex_unlock(&streams_lock);
+  if (!r->in_table) {
+    free(r);
+    return NARCACHE_EUNAVAIL;
+  }
+  out->size = sizeof stream_nar;
+  out->fd = -1;
+  out->read = stream_read;
+  out->segment = stream_segment;
+  out->close = stream_close;
+  out->ctx = r;
+  return 0;
+}
+
+/* One piece into every open stream's pipe; 1 if anything was written. */
+static int feed_streams(void) {
+  int fed = 0;
+  pthread_mutex_lock(&streams_lock);
+  for (size_t i = 0; i < MAX_STREAMS; i++) {
+    stream_reader *r = streams[i];
+    if (r == NULL || r->fds[1] < 0 || r->fed >= sizeof stream_nar || r->fed >= feed_stops_at)
+      continue;
+    size_t n = sizeof stream_nar - (size_t)r->fed;
+    n = n < feed_piece ? n : feed_piece;
+    ssize_t w = write(r->fds[1], stream_nar + r->fed, n);
+    if (w > 0) {
+      r->fed += (uint64_t)w;
+      fed = 1;
+    }
+  }
+  pthread_mutex_unlock(&streams_lock);
+  return fed;
+}
 
 /* Objects uploaded during the current input (a narinfo upload is only
  * taken when its NAR is there, so the store must keep them); dropped
@@ -207,6 +341,8 @@ static int mem_open(void *ctx, int kind, const char *name, size_t len, narcache_
     narcache_reader_init_fd(out, fd, 0, o->len);
     return 0;
   }
+  if (o->streamed)
+    return stream_open(out);
   if (o->breaks_at) {
     breaking_reader *b = malloc(sizeof *b);
     if (b == NULL)
@@ -321,6 +457,7 @@ static void fill_pseudo_random(uint8_t *p, size_t n, uint32_t x) {
 static void make_server(void) {
   fill_pseudo_random(big_nar, sizeof big_nar, 0x12345u);
   fill_pseudo_random(small_nar, sizeof small_nar, 0x6789u);
+  fill_pseudo_random(stream_nar, sizeof stream_nar, 0xabcdu);
   big_nar_fd = memfd_create("fuzz-big-nar", MFD_CLOEXEC);
   CHECK(big_nar_fd >= 0);
   CHECK(write(big_nar_fd, big_nar, sizeof big_nar) == (ssize_t)sizeof big_nar);
@@ -571,6 +708,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size_t in_len = size - HEADER;
   size_t to_send = mode == 3 ? in_len * data[2] / 256 : in_len;
   size_t read_size = mode == 1 ? 512 + data[2] * 256u : SIZE_MAX;
+  feed_piece = 4096 + (size_t)data[3] * 256u;
+  feed_stops_at = data[3] % 8 == 7 ? sizeof stream_nar / 2 : UINT64_MAX;
 
   int sv[2];
   CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
@@ -602,6 +741,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         shutdown(client, SHUT_WR);
       }
     }
+    if (feed_streams())
+      progress = 1;
     uv_run(loop, UV_RUN_NOWAIT);
     if (!client_closed && !server_gone) {
       ssize_t got = drain(client, &t, read_size);

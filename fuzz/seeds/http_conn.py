@@ -69,6 +69,8 @@ def hand_written():
         head("/nar/big.nar") + head("/nix-cache-info") + head("/nothing.narinfo"),
         get("/nar/small.nar.zst", 'If-None-Match: "x"\r\n'),
         get("/nar/broken.nar") + get("/nix-cache-info"),
+        get("/nar/stream.nar") + get("/nar/stream.nar", "Range: bytes=1000-200000\r\n")
+        + head("/nar/stream.nar") + get("/nar/stream.nar", "Range: bytes=-5000\r\n"),
         get("/00000000000000000000000000000000.narinfo") + get("/11111111111111111111111111111111.narinfo"),
         get("/log/%s-f1.drv" % HASH) + get("/healthz") + get("/metrics"),
         get("/nix-cache-info", "Connection: close\r\n") + get("/nix-cache-info"),
