@@ -1093,8 +1093,14 @@ static void queue_pump(srv_conn *c) {
  * closed by the next task; libuv must not see it again after that). */
 static void wait_for_source(srv_conn *c) {
   srv_scratch *x = c->x;
-  if (uv_poll_init(c->server->loop, &x->source, x->seg.fd) != 0) {
-    body_failed(c, EBADF);
+  int rc = uv_poll_init(c->server->loop, &x->source, x->seg.fd);
+  if (rc != 0) { /* not a socket or pipe: the store broke the STREAM contract */
+    narcache__srv_log(c->server, NARCACHE_LOG_ERROR, "body_failed",
+                      "the store's stream cannot be waited for: connection aborted",
+                      (narcache_log_field[]){{"peer", c->peer},
+                                             {"target", x->target},
+                                             {"error", uv_strerror(rc)}},
+                      3);
     c->aborted = 1;
     close_conn(c);
     return;
