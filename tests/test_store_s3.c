@@ -140,6 +140,20 @@ static void test_round_trips(void **state) {
   assert_int_equal(put(s, NARCACHE_OBJECT_LOG, log_name, log, sizeof log - 1), 0);
   expect_object(s, NARCACHE_OBJECT_LOG, log_name, (const uint8_t *)log, sizeof log - 1);
   narcache_store_free(s);
+
+  /* The URL as Nix writes it: endpoint without a scheme, scheme=http. */
+  const char *authority = strstr(endpoint, "://");
+  assert_non_null(authority);
+  char url[512], error[256] = "";
+  snprintf(url, sizeof url, "s3://%s/rt?endpoint=%s&scheme=http&region=us-east-1", bucket,
+           authority + 3);
+  narcache_s3_options by_url = {.version = NARCACHE_S3_OPTIONS_VERSION, .url = url,
+                                .access_key = access_key, .secret_key = secret_key,
+                                .error = error, .error_size = sizeof error};
+  if (narcache_store_s3_new(&s, &by_url) != 0)
+    fail_msg("%s: %s", url, error);
+  expect_object(s, NARCACHE_OBJECT_LOG, log_name, (const uint8_t *)log, sizeof log - 1);
+  narcache_store_free(s);
 }
 
 static void test_ranges(void **state) {
