@@ -30,7 +30,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "common_internal.h"
@@ -83,6 +85,8 @@ struct narcache__s3_xfer {
   ring recv; /* lock */
   int recv_paused;
   size_t recv_wake_at; /* lock: the waiting reader wants this many bytes */
+  int ready_fd;        /* eventfd for a reader that waits elsewhere (-1: none yet) */
+  int ready_armed;     /* lock: signal ready_fd at the next wake */
   long status;    /* lock */
   int head_done;  /* lock */
   int done;       /* lock */
@@ -161,6 +165,11 @@ static int wait_until(narcache__s3_xfer *x, uint64_t deadline_ms) {
 static void wake_caller(narcache__s3_xfer *x) {
   if (x->waiters > 0)
     pthread_cond_broadcast(&x->cond);
+  if (x->ready_armed) {
+    x->ready_armed = 0;
+    uint64_t one = 1;
+    (void)!write(x->ready_fd, &one, sizeof one); /* cannot fill: drained when armed */
+  }
 }
 
 /* ---- references and requests to the I/O thread ---------------------------- */
@@ -169,6 +178,8 @@ static void xfer_destroy(narcache__s3_xfer *x) {
   if (x->easy != NULL)
     curl_easy_cleanup(x->easy);
   curl_slist_free_all(x->headers);
+  if (x->ready_fd >= 0)
+    close(x->ready_fd);
   pthread_cond_destroy(&x->cond);
   pthread_mutex_destroy(&x->lock);
   narcache__free(x->send.buf);
@@ -691,6 +702,7 @@ int narcache__s3_xfer_start(narcache__s3_xfer **out, narcache__s3_io *io,
     curl_slist_free_all(headers);
     return NARCACHE_ENOMEM;
   }
+  x->ready_fd = -1;
   x->io = io;
   x->headers = headers;
   x->body = r->body;
@@ -821,6 +833,26 @@ int narcache__s3_xfer_peek(narcache__s3_xfer *x, size_t want, const void **data,
      * these bytes stay put until _consume. */
     *data = x->recv.buf + x->recv.head;
     *len = ring_span(&x->recv);
+  }
+  pthread_mutex_unlock(&x->lock);
+  return rc;
+}
+
+int narcache__s3_xfer_arm(narcache__s3_xfer *x, int *fd) {
+  *fd = -1;
+  pthread_mutex_lock(&x->lock);
+  int rc = 0;
+  if (x->recv.len == 0 && !x->done && !x->recv_paused) {
+    if (x->ready_fd < 0)
+      x->ready_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    rc = x->ready_fd < 0 ? -1 : 1;
+  }
+  if (rc == 1) {
+    uint64_t count;
+    (void)!read(x->ready_fd, &count, sizeof count); /* a wake of an earlier wait */
+    x->ready_armed = 1;
+    x->recv_wake_at = 1;
+    *fd = x->ready_fd;
   }
   pthread_mutex_unlock(&x->lock);
   return rc;

@@ -87,6 +87,13 @@ int narcache__s3_xfer_read(narcache__s3_xfer *x, void *buf, size_t len, size_t *
 int narcache__s3_xfer_peek(narcache__s3_xfer *x, size_t want, const void **data, size_t *len,
                            uint64_t deadline_ms);
 
+/* For a reader that waits elsewhere (an event loop): 1 with *fd, an
+ * eventfd that becomes readable at the next body bytes, a full ring or the
+ * end (poll it; never read it: the next _arm drains it); 0 if one of those
+ * is there already (peek now); -1 if no descriptor could be made (wait in
+ * _peek instead). *fd belongs to the transfer. One reader at a time. */
+int narcache__s3_xfer_arm(narcache__s3_xfer *x, int *fd);
+
 /* Mark the first `n` bytes of the last peeked span as taken. */
 void narcache__s3_xfer_consume(narcache__s3_xfer *x, size_t n);
 

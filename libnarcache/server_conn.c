@@ -73,7 +73,7 @@ enum phase {
   PHASE_SEND,    /* the loop writes the head (and a memory body) */
   PHASE_PUMP,    /* a task moves the body */
   PHASE_BLOCKED, /* the body waits for the socket to drain */
-  PHASE_SOURCE,  /* the body waits for its STREAM source to have bytes */
+  PHASE_SOURCE,  /* the body waits for its STREAM source or WAIT descriptor */
   PHASE_RECEIVE, /* an upload's body is being read from the socket */
 };
 
@@ -896,10 +896,10 @@ static narcache_nar_segment *current_segment(srv_conn *c) {
   memset(seg, 0, sizeof *seg);
   seg->version = NARCACHE_NAR_SEGMENT_VERSION;
   x->seg_used = 0;
-  if (c->reader.segment(c->reader.ctx, c->body_pos, seg) < 0 || seg->length == 0 ||
-      seg->nar_offset != c->body_pos ||
+  if (c->reader.segment(c->reader.ctx, c->body_pos, seg) < 0 ||
+      seg->nar_offset != c->body_pos || (seg->length == 0) != (seg->kind == NARCACHE_NAR_SEG_WAIT) ||
       (seg->kind != NARCACHE_NAR_SEG_BYTES && seg->kind != NARCACHE_NAR_SEG_FILE &&
-       seg->kind != NARCACHE_NAR_SEG_STREAM)) {
+       seg->kind != NARCACHE_NAR_SEG_STREAM && seg->kind != NARCACHE_NAR_SEG_WAIT)) {
     memset(seg, 0, sizeof *seg);
     return NULL;
   }
@@ -931,6 +931,12 @@ static int next_segments(srv_conn *c) {
     narcache_nar_segment *seg = current_segment(c);
     if (seg == NULL)
       return body_failed(c, 0);
+    if (seg->kind == NARCACHE_NAR_SEG_WAIT) { /* asked again once its fd is readable */
+      if (len > 0)
+        break;
+      c->pump_result = PUMP_STARVED;
+      return -1;
+    }
     uint64_t want = seg->length - c->x->seg_used;
     if (want > c->body_end - c->body_pos)
       want = c->body_end - c->body_pos;
@@ -1086,9 +1092,10 @@ static void queue_pump(srv_conn *c) {
   }
 }
 
-/* Waiting for a STREAM source (a store's socket to the object store) is
- * the loop's job, under the segment's wait_ms: a slow or wedged store
- * then holds no pool thread, which the other requests need. The watcher
+/* Waiting for a STREAM source (a store's socket to the object store) or
+ * for a WAIT segment's descriptor (the s3 store's https ring) is the
+ * loop's job, under the segment's wait_ms: a slow or wedged store then
+ * holds no pool thread, which the other requests need. The watcher
  * is closed before the pump goes on (the segment's descriptor may be
  * closed by the next task; libuv must not see it again after that). */
 static void wait_for_source(srv_conn *c) {

@@ -15,7 +15,8 @@
  *    plain http that GET runs on a connection of our own (s3_stream.c) to
  *    the address libcurl last reached (no name lookup of ours), whose
  *    socket the server splices straight to its client; over https
- *    libcurl carries it, and the server sends from its receive ring;
+ *    libcurl carries it, and the server sends from its receive ring
+ *    (while the ring is empty, a WAIT segment lets its loop wait);
  *  - uploads up to 1 MiB are kept in memory and PUT at commit with a signed
  *    payload (retried); larger ones stream in one PUT, or as a multipart
  *    upload above the threshold, with bounded buffers. A narinfo is PUT
@@ -48,6 +49,10 @@
 #define SMALL_UPLOAD_MAX (1024 * 1024)
 #define METADATA_MAX NARCACHE_NARINFO_MAX_BYTES
 #define STREAM_RING (512 * 1024)
+/* How long a segment call waits for ring bytes before answering WAIT to a
+ * caller that takes it: a transfer keeping up never makes it wait
+ * elsewhere, a slow one does not hold the caller's thread. */
+#define SEGMENT_GRACE_MS 5
 #define MAX_PARTS 10000
 #define KEY_MAX 1100
 
@@ -561,6 +566,21 @@ static int lend_bytes(s3_reader *r, narcache_nar_segment *seg, uint64_t offset, 
   return 1;
 }
 
+/* Nothing at `offset` yet: the caller polls `fd` and asks again, waiting
+ * without a thread (an event loop). */
+static int wait_segment(s3_reader *r, narcache_nar_segment *seg, uint64_t offset, int fd) {
+  uint32_t stall = r->s->cfg.stall_timeout_ms;
+  r->lent = 0;
+  seg->kind = NARCACHE_NAR_SEG_WAIT;
+  seg->nar_offset = offset;
+  seg->length = 0;
+  seg->data = NULL;
+  seg->fd = fd;
+  seg->file_offset = 0;
+  seg->wait_ms = stall > INT32_MAX ? INT32_MAX : (int)stall;
+  return 1;
+}
+
 /* A segment of our own connection's body: the bytes that came with the
  * head, then the socket itself for a caller that knows STREAM segments
  * (it reads them off the socket, or splices them on, in order). */
@@ -603,11 +623,22 @@ static int s3_reader_segment(void *ctx, uint64_t offset, narcache_nar_segment *s
   if (r->st != NULL)
     return s3_stream_segment(r, offset, seg);
   uint64_t left = r->size - offset;
-  uint64_t deadline = narcache__s3_now_ms() + r->s->cfg.stall_timeout_ms;
+  size_t want = left < SIZE_MAX ? (size_t)left : SIZE_MAX;
+  uint32_t stall = r->s->cfg.stall_timeout_ms;
+  int can_wait = seg->version >= 3; /* the caller takes WAIT segments */
+  uint64_t now = narcache__s3_now_ms();
   const void *data = NULL;
   size_t n = 0;
-  rc = narcache__s3_xfer_peek(r->x, left < SIZE_MAX ? (size_t)left : SIZE_MAX, &data, &n,
-                              deadline);
+  rc = narcache__s3_xfer_peek(r->x, want, &data, &n, now + (can_wait ? SEGMENT_GRACE_MS : stall));
+  if (n == 0 && can_wait) {
+    int fd = -1;
+    int armed = narcache__s3_xfer_arm(r->x, &fd);
+    if (armed == 1)
+      return wait_segment(r, seg, offset, fd);
+    /* something came meanwhile (or the end); no descriptor: block */
+    rc = narcache__s3_xfer_peek(r->x, want, &data, &n,
+                                narcache__s3_now_ms() + (armed == 0 ? 0 : stall));
+  }
   if ((rc = s3_reader_result(r, rc, n)) < 0)
     return rc;
   /* libcurl stops at Content-Length; never pass the end anyway */

@@ -938,18 +938,56 @@ static void test_generated_nar(void **state) {
  * and a narinfo lookup (a pool task) answers while they all wait; the
  * bodies arrive whole over several stalls; a source that stops for
  * longer than the segment's wait_ms has its response cut, never
- * completed short. */
+ * completed short. The same with WAIT segments (bytes lent from the
+ * reader's buffer, WAIT on the pipe while it is empty). */
 enum { SLOW_N = 8, SLOW_SIZE = 300000 };
 static int slow_pipes[SLOW_N][2];
 static atomic_int slow_opened;
 static atomic_int slow_wait_ms;
 
+/* The other way a store can make the server wait: WAIT segments (the
+ * s3 store's https ring). The reader copies what the pipe has into its
+ * buffer and lends it as BYTES; with nothing there it answers WAIT on the
+ * pipe. */
+static atomic_int slow_by_wait;
+
+typedef struct slow_reader {
+  int fd;
+  uint64_t at; /* NAR offset of buf[0] */
+  size_t len;
+  char buf[65536];
+} slow_reader;
+
 static int slow_segment(void *ctx, uint64_t offset, narcache_nar_segment *seg) {
-  seg->kind = NARCACHE_NAR_SEG_STREAM;
+  slow_reader *r = ctx;
   seg->nar_offset = offset;
-  seg->length = SLOW_SIZE - offset;
-  seg->fd = (int)(intptr_t)ctx;
+  seg->fd = r->fd;
   seg->wait_ms = atomic_load(&slow_wait_ms);
+  if (!atomic_load(&slow_by_wait)) {
+    seg->kind = NARCACHE_NAR_SEG_STREAM;
+    seg->length = SLOW_SIZE - offset;
+    return 1;
+  }
+  if (seg->version < 3)
+    return NARCACHE_EIO;
+  if (offset < r->at || offset > r->at + r->len)
+    return NARCACHE_EIO; /* the server goes forward only */
+  if (offset == r->at + r->len) { /* all lent bytes were taken: refill */
+    ssize_t n = read(r->fd, r->buf, sizeof r->buf);
+    if (n == 0 || (n < 0 && errno != EAGAIN))
+      return NARCACHE_EIO;
+    r->at = offset;
+    r->len = n > 0 ? (size_t)n : 0;
+    if (n < 0) {
+      seg->kind = NARCACHE_NAR_SEG_WAIT;
+      seg->length = 0;
+      return 1;
+    }
+  }
+  seg->kind = NARCACHE_NAR_SEG_BYTES;
+  seg->data = r->buf + (offset - r->at);
+  seg->length = r->at + r->len - offset;
+  seg->fd = -1;
   return 1;
 }
 
@@ -958,7 +996,7 @@ static int slow_read(void *ctx, uint64_t offset, void *buf, size_t len, size_t *
   return NARCACHE_EIO; /* bodies are taken by segments */
 }
 
-static void slow_close(void *ctx) { (void)ctx; /* the test owns the pipes */ }
+static void slow_close(void *ctx) { free(ctx); /* the test owns the pipes */ }
 
 static int slow_open(void *ctx, int kind, const char *name, size_t len, narcache_reader *out) {
   (void)ctx;
@@ -970,7 +1008,11 @@ static int slow_open(void *ctx, int kind, const char *name, size_t len, narcache
   out->read = slow_read;
   out->segment = slow_segment;
   out->close = slow_close;
-  out->ctx = (void *)(intptr_t)slow_pipes[name[4] - '0'][0];
+  slow_reader *r = calloc(1, sizeof *r);
+  if (r == NULL)
+    return NARCACHE_ENOMEM;
+  r->fd = slow_pipes[name[4] - '0'][0];
+  out->ctx = r;
   atomic_fetch_add(&slow_opened, 1);
   return 0;
 }
@@ -988,8 +1030,8 @@ static int slow_request(int port, int i) {
   return fd;
 }
 
-static void test_slow_stream_source(void **state) {
-  (void)state;
+static void slow_source_round(int by_wait) {
+  atomic_store(&slow_by_wait, by_wait);
   for (int i = 0; i < SLOW_N; i++) {
     assert_int_equal(pipe2(slow_pipes[i], O_CLOEXEC), 0);
     assert_int_equal(fcntl(slow_pipes[i][0], F_SETFL, O_NONBLOCK), 0);
@@ -1074,6 +1116,16 @@ static void test_slow_stream_source(void **state) {
     close(slow_pipes[i][0]);
     close(slow_pipes[i][1]);
   }
+}
+
+static void test_slow_stream_source(void **state) {
+  (void)state;
+  slow_source_round(0);
+}
+
+static void test_slow_wait_segments(void **state) {
+  (void)state;
+  slow_source_round(1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1868,6 +1920,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_store_timeout),
       cmocka_unit_test(test_generated_nar),
       cmocka_unit_test(test_slow_stream_source),
+      cmocka_unit_test(test_slow_wait_segments),
       cmocka_unit_test(test_uploads),
       cmocka_unit_test(test_upload_limits),
       cmocka_unit_test(test_authorize_hook),

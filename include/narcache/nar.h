@@ -196,11 +196,13 @@ NARCACHE_API void narcache_nar_writer_free(narcache_nar_writer *w);
 typedef enum narcache_nar_segment_kind {
   NARCACHE_NAR_SEG_BYTES = 1, /* `data`, `length` bytes held by the producer */
   NARCACHE_NAR_SEG_FILE = 2,  /* `length` bytes at `file_offset` of `fd` */
-  NARCACHE_NAR_SEG_STREAM = 3 /* the next `length` bytes read from `fd` (version >= 2) */
+  NARCACHE_NAR_SEG_STREAM = 3, /* the next `length` bytes read from `fd` (version >= 2) */
+  NARCACHE_NAR_SEG_WAIT = 4    /* no bytes yet: ask again when `fd` is readable (version >= 3) */
 } narcache_nar_segment_kind;
 
-/** 2 added STREAM segments: a caller that sets version 1 never gets one. */
-#define NARCACHE_NAR_SEGMENT_VERSION 2
+/** 2 added STREAM segments, 3 WAIT segments: a caller that sets an older
+ *  version never gets them. */
+#define NARCACHE_NAR_SEGMENT_VERSION 3
 
 /** A piece of the NAR. The caller sets `version`. `data` and `fd` belong to
  *  the producer (the dumper, a store's reader) and stay valid until the
@@ -211,7 +213,13 @@ typedef enum narcache_nar_segment_kind {
  *  order, waiting at most `wait_ms` for each next byte; it may stop
  *  before `length` and ask for the next segment from where it stopped,
  *  but an end of stream or a wait that runs out means the NAR must be
- *  abandoned. The dumper makes BYTES and FILE segments only. */
+ *  abandoned. A WAIT segment (`length` 0) says the producer has nothing
+ *  at `nar_offset` yet: its `fd` (owned by the producer, valid until the
+ *  next call) becomes readable when asking again at the same offset is
+ *  worth it; a caller that waits more than `wait_ms` for that must abandon
+ *  the NAR. The consumer only polls `fd`, never reads it. It lets a caller
+ *  with an event loop wait without holding a thread. The dumper makes
+ *  BYTES and FILE segments only. */
 typedef struct narcache_nar_segment {
   uint32_t version;
   uint32_t kind;       /* narcache_nar_segment_kind */
@@ -219,7 +227,7 @@ typedef struct narcache_nar_segment {
   uint64_t length;
   const void *data; /* BYTES */
   int fd;           /* FILE, STREAM */
-  int wait_ms;      /* STREAM (was `reserved`, unused, in version 1) */
+  int wait_ms;      /* STREAM, WAIT (was `reserved`, unused, in version 1) */
   uint64_t file_offset; /* FILE */
 } narcache_nar_segment;
 
