@@ -23,7 +23,9 @@
  * 300 KiB NAR whose body comes as a STREAM segment from a pipe that this
  * harness feeds a piece per turn (the server waits for it on the loop; an
  * input whose seed byte is 7 mod 8 stops feeding half-way, and the
- * response must be cut after the segment's wait_ms), a log, an object that is "unavailable" (503) and one that fails (500).
+ * response must be cut after the segment's wait_ms), the same bytes as
+ * BYTES segments copied out of such a pipe with WAIT segments while it is
+ * empty (as the s3 store's https ring), a log, an object that is "unavailable" (503) and one that fails (500).
  * Uploads are taken into memory with the token below and can be read back
  * (a narinfo upload needs its NAR there) until the next input.
  *
@@ -85,7 +87,7 @@ typedef struct object {
   size_t len;
   int via_fd;    /* served from a memfd: sendfile/splice */
   int breaks_at; /* the reader fails after this many bytes (0: never) */
-  int streamed;  /* the body comes as STREAM segments */
+  int streamed;  /* the body comes as STREAM (1) or BYTES and WAIT (2) segments */
 } object;
 
 static uint8_t big_nar[70 * 1024];
@@ -115,6 +117,7 @@ static object objects[] = {
     {NARCACHE_OBJECT_NAR, "broken.nar", "/nar/broken.nar", NULL, 600 * 1024, 0, 400 * 1024, 0},
     {NARCACHE_OBJECT_NAR, "stream.nar", "/nar/stream.nar", stream_nar, sizeof stream_nar, 0, 0,
      1},
+    {NARCACHE_OBJECT_NAR, "wait.nar", "/nar/wait.nar", stream_nar, sizeof stream_nar, 0, 0, 2},
     {NARCACHE_OBJECT_LOG, HASH_OK "-f1.drv", "/log/" HASH_OK "-f1.drv",
      (const uint8_t *)log_text, sizeof log_text - 1, 0, 0, 0},
 };
@@ -170,6 +173,10 @@ typedef struct stream_reader {
   uint64_t next;     /* offset of the pipe's next unread byte (the reader's view) */
   uint64_t fed;      /* offset of the next byte to write into it */
   int in_table;
+  int by_wait;       /* lend what the pipe had as BYTES, WAIT while it is empty */
+  uint64_t lent_at;  /* by_wait: NAR offset of lent[0] */
+  size_t lent_len;
+  uint8_t lent[16384];
 } stream_reader;
 
 static stream_reader *streams[MAX_STREAMS];
@@ -196,11 +203,62 @@ static int stream_read(void *ctx, uint64_t offset, void *buf, size_t len, size_t
   return 0;
 }
 
+/* A fresh pipe fed from `offset` (lock held). */
+static int stream_restart(stream_reader *r, uint64_t offset) {
+  stream_drop_pipe(r);
+  if (pipe2(r->fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+    r->fds[0] = r->fds[1] = -1;
+    return NARCACHE_EUNAVAIL;
+  }
+  r->fed = r->next = offset;
+  r->lent_at = offset;
+  r->lent_len = 0;
+  return 0;
+}
+
+/* The s3 store's https way (lock held): bytes copied out of the pipe are
+ * lent as BYTES; with the pipe empty, WAIT on it. */
+static int wait_mode_segment(stream_reader *r, uint64_t offset, narcache_nar_segment *seg) {
+  seg->nar_offset = offset;
+  seg->wait_ms = STREAM_WAIT_MS;
+  if (offset < r->lent_at || offset > r->lent_at + r->lent_len || r->fds[0] < 0) {
+    int rc = stream_restart(r, offset); /* a jump: a new "GET" */
+    if (rc < 0)
+      return rc;
+  }
+  if (offset == r->lent_at + r->lent_len) { /* all lent bytes taken: refill */
+    ssize_t n = read(r->fds[0], r->lent, sizeof r->lent);
+    if (n == 0 || (n < 0 && errno != EAGAIN))
+      return NARCACHE_EIO;
+    r->lent_at = offset;
+    r->lent_len = n > 0 ? (size_t)n : 0;
+    r->next = offset + r->lent_len;
+    if (n < 0) {
+      seg->kind = NARCACHE_NAR_SEG_WAIT;
+      seg->length = 0;
+      seg->data = NULL;
+      seg->fd = r->fds[0];
+      return 1;
+    }
+  }
+  seg->kind = NARCACHE_NAR_SEG_BYTES;
+  seg->data = r->lent + (offset - r->lent_at);
+  seg->length = r->lent_at + r->lent_len - offset;
+  seg->fd = -1;
+  return 1;
+}
+
 static int stream_segment(void *ctx, uint64_t offset, narcache_nar_segment *seg) {
   stream_reader *r = ctx;
   if (offset >= sizeof stream_nar)
     return NARCACHE_EINVAL;
   pthread_mutex_lock(&streams_lock);
+  if (r->by_wait) {
+    CHECK(seg->version >= 3); /* the server takes WAIT segments */
+    int rc = wait_mode_segment(r, offset, seg);
+    pthread_mutex_unlock(&streams_lock);
+    return rc;
+  }
   /* Where the consumer is now tells how much it took from the pipe. */
   if (r->fds[0] < 0 || offset != r->next) {
     int pending = 0;
@@ -238,11 +296,12 @@ static void stream_close(void *ctx) {
   free(r);
 }
 
-static int stream_open(narcache_reader *out) {
+static int stream_open(narcache_reader *out, int by_wait) {
   stream_reader *r = calloc(1, sizeof *r);
   if (r == NULL)
     return NARCACHE_ENOMEM;
   r->fds[0] = r->fds[1] = -1;
+  r->by_wait = by_wait;
   pthread_mutex_lock(&streams_lock);
   for (size_t i = 0; i < MAX_STREAMS && !r->in_table; i++)
     if (streams[i] == NULL) {
@@ -342,7 +401,7 @@ static int mem_open(void *ctx, int kind, const char *name, size_t len, narcache_
     return 0;
   }
   if (o->streamed)
-    return stream_open(out);
+    return stream_open(out, o->streamed == 2);
   if (o->breaks_at) {
     breaking_reader *b = malloc(sizeof *b);
     if (b == NULL)

@@ -71,6 +71,8 @@ def hand_written():
         get("/nar/broken.nar") + get("/nix-cache-info"),
         get("/nar/stream.nar") + get("/nar/stream.nar", "Range: bytes=1000-200000\r\n")
         + head("/nar/stream.nar") + get("/nar/stream.nar", "Range: bytes=-5000\r\n"),
+        get("/nar/wait.nar") + get("/nar/wait.nar", "Range: bytes=1000-200000\r\n")
+        + head("/nar/wait.nar") + get("/nar/wait.nar", "Range: bytes=-5000\r\n"),
         get("/00000000000000000000000000000000.narinfo") + get("/11111111111111111111111111111111.narinfo"),
         get("/log/%s-f1.drv" % HASH) + get("/healthz") + get("/metrics"),
         get("/nix-cache-info", "Connection: close\r\n") + get("/nix-cache-info"),
