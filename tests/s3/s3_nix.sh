@@ -24,14 +24,14 @@ export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY
 unset AWS_SESSION_TOKEN AWS_PROFILE
 
 # ---- a closure: a built path referring to a file and a tree (3 MB of noise,
-# several body pieces and a streamed PUT), plus a 48 MiB path for the faults
+# several body pieces and a streamed PUT), plus a 96 MiB path for the faults
 # (more than the socket buffers between the gateway and a client can hold)
 SRC=$TMP/src
 mkdir -p "$SRC/tree" "$SRC/big"
 printf 'narcache s3 test input %s %s\n' "$$" "$(date +%s%N)" > "$SRC/input"
 printf 'a\n' > "$SRC/tree/a"
 head -c 3000000 /dev/urandom > "$SRC/tree/noise"
-head -c 50331648 /dev/urandom > "$SRC/big/noise"
+head -c 100663296 /dev/urandom > "$SRC/big/noise"
 cat > "$SRC/default.nix" <<'NIXEOF'
 {
   demo = derivation {
@@ -53,7 +53,7 @@ P_DEMO=$(nix-build "${NIXOPTS[@]}" --no-out-link -A demo "$SRC/default.nix" 2>"$
 P_UPLOAD=$(nix-build "${NIXOPTS[@]}" --no-out-link -A upload "$SRC/default.nix" 2>>"$TMP/build.log") || {
     cat "$TMP/build.log" >&2; exit 1; }
 P_BIG=$(nix-store --add "$SRC/big")
-trap 'cleanup; nix-store --delete "$P_BIG" >/dev/null 2>&1 || true' EXIT # 48 MiB of noise
+trap 'cleanup; nix-store --delete "$P_BIG" >/dev/null 2>&1 || true' EXIT # 96 MiB of noise
 
 "$cli" key generate s3-cache-1 "$TMP/cache.sk" "$TMP/cache.pk"
 "$cli" key generate s3-client-1 "$TMP/client.sk" "$TMP/client.pk"
@@ -168,8 +168,11 @@ h=$(basename "$P_BIG" | cut -c1-32)
 nar=$(curl -sf "http://127.0.0.1:$PORT/$h.narinfo" | sed -n 's/^URL: //p')
 size=$(curl -sf "http://127.0.0.1:$PORT/$h.narinfo" | sed -n 's/^FileSize: //p')
 set +e
-curl -s --limit-rate 1M -o "$TMP/big.nar" -w '%{http_code} %{size_download}' \
-    "http://127.0.0.1:$PORT/$nar" > "$TMP/big.curl" 2>/dev/null &
+# a slow client with a small receive buffer (slow_get.py): curl's socket
+# may autotune its buffer up to net.ipv4.tcp_rmem's maximum (32 MiB on some
+# kernels), and with the server's own it could hold the whole NAR
+python3 "$(dirname "$0")/slow_get.py" "http://127.0.0.1:$PORT/$nar" "$TMP/big.nar" 1000000 \
+    > "$TMP/big.curl" 2>/dev/null &
 download=$!
 sleep 1.5
 python3 "$rgw" stop-rgw "$RGW_DIR"
@@ -178,7 +181,7 @@ curl_status=$?
 set -e
 result=$(cat "$TMP/big.curl") # "HTTP_CODE BYTES", no newline
 code=${result% *} got=${result#* }
-echo "download with the gateway gone: curl exit $curl_status, HTTP $code, $got of $size bytes"
+echo "download with the gateway gone: client exit $curl_status, HTTP $code, $got of $size bytes"
 [[ $code == 200 && $curl_status != 0 && $got -lt $size ]] || {
     echo "the download was not cut off cleanly" >&2; exit 1; }
 # absent from the cache and the gateway down: 503, never 404
