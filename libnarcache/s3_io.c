@@ -850,8 +850,7 @@ int narcache__s3_xfer_arm(narcache__s3_xfer *x, int *fd) {
   if (rc == 1) {
     uint64_t count;
     (void)!read(x->ready_fd, &count, sizeof count); /* a wake of an earlier wait */
-    x->ready_armed = 1;
-    x->recv_wake_at = 1;
+    x->ready_armed = 1; /* recv_wake_at is 1 outside wait_for_body: the first byte wakes */
     *fd = x->ready_fd;
   }
   pthread_mutex_unlock(&x->lock);

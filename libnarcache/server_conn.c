@@ -98,7 +98,7 @@ typedef struct srv_scratch {
   uint64_t seg_used;
   /* Watches seg.fd while the body waits for it (PHASE_SOURCE). */
   uv_poll_t source;
-  int source_state; /* 0 not set up, 1 watching, 2 closing */
+  int source_open; /* from uv_poll_init until its close callback */
   /* An upload (PUT): its store side, the body bytes not yet handed to it,
    * the bytes still to read, and the outcome of the last task. */
   srv_upload *upload;
@@ -886,6 +886,23 @@ static int take_from_stream(srv_conn *c, const narcache_nar_segment *seg, uint64
   return 0;
 }
 
+/* A segment the reader may give for `pos`: a known kind, where it was
+ * asked for, with bytes -- except WAIT, which has none. */
+static int segment_valid(const narcache_nar_segment *seg, uint64_t pos) {
+  if (seg->nar_offset != pos)
+    return 0;
+  switch (seg->kind) {
+  case NARCACHE_NAR_SEG_BYTES:
+  case NARCACHE_NAR_SEG_FILE:
+  case NARCACHE_NAR_SEG_STREAM:
+    return seg->length > 0;
+  case NARCACHE_NAR_SEG_WAIT:
+    return seg->length == 0;
+  default:
+    return 0;
+  }
+}
+
 /* The generated body's piece at body_pos: the current one until it is
  * used up (so a large file is not reopened for every pipe load). */
 static narcache_nar_segment *current_segment(srv_conn *c) {
@@ -896,10 +913,7 @@ static narcache_nar_segment *current_segment(srv_conn *c) {
   memset(seg, 0, sizeof *seg);
   seg->version = NARCACHE_NAR_SEGMENT_VERSION;
   x->seg_used = 0;
-  if (c->reader.segment(c->reader.ctx, c->body_pos, seg) < 0 ||
-      seg->nar_offset != c->body_pos || (seg->length == 0) != (seg->kind == NARCACHE_NAR_SEG_WAIT) ||
-      (seg->kind != NARCACHE_NAR_SEG_BYTES && seg->kind != NARCACHE_NAR_SEG_FILE &&
-       seg->kind != NARCACHE_NAR_SEG_STREAM && seg->kind != NARCACHE_NAR_SEG_WAIT)) {
+  if (c->reader.segment(c->reader.ctx, c->body_pos, seg) < 0 || !segment_valid(seg, c->body_pos)) {
     memset(seg, 0, sizeof *seg);
     return NULL;
   }
@@ -1113,7 +1127,7 @@ static void wait_for_source(srv_conn *c) {
     return;
   }
   x->source.data = c;
-  x->source_state = 1;
+  x->source_open = 1;
   c->handles_open++;
   c->phase = PHASE_SOURCE;
   uv_poll_start(&x->source, UV_READABLE | UV_DISCONNECT, on_source_ready);
@@ -1130,15 +1144,13 @@ static void on_source_ready(uv_poll_t *h, int status, int events) {
 }
 
 static void stop_waiting_for_source(srv_conn *c) {
-  if (c->x != NULL && c->x->source_state == 1) {
-    c->x->source_state = 2;
+  if (c->x != NULL && c->x->source_open && !uv_is_closing((uv_handle_t *)&c->x->source))
     uv_close((uv_handle_t *)&c->x->source, on_source_closed);
-  }
 }
 
 static void on_source_closed(uv_handle_t *h) {
   srv_conn *c = h->data;
-  c->x->source_state = 0;
+  c->x->source_open = 0;
   if (c->closing) {
     on_handle_closed(h); /* the connection goes once its handles are closed */
     return;

@@ -566,14 +566,17 @@ static int lend_bytes(s3_reader *r, narcache_nar_segment *seg, uint64_t offset, 
   return 1;
 }
 
-/* Nothing at `offset` yet: the caller polls `fd` and asks again, waiting
- * without a thread (an event loop). */
-static int wait_segment(s3_reader *r, narcache_nar_segment *seg, uint64_t offset, int fd) {
+/* A segment the caller takes through `fd`, waiting at most the stall
+ * timeout: STREAM (the next `length` bytes, read off our own connection)
+ * or WAIT (length 0: nothing yet; poll `fd` and ask again at `offset`,
+ * without a thread). */
+static int fd_segment(s3_reader *r, narcache_nar_segment *seg, uint32_t kind, uint64_t offset,
+                      uint64_t length, int fd) {
   uint32_t stall = r->s->cfg.stall_timeout_ms;
-  r->lent = 0;
-  seg->kind = NARCACHE_NAR_SEG_WAIT;
+  r->lent = length;
+  seg->kind = kind;
   seg->nar_offset = offset;
-  seg->length = 0;
+  seg->length = length;
   seg->data = NULL;
   seg->fd = fd;
   seg->file_offset = 0;
@@ -599,15 +602,7 @@ static int s3_stream_segment(s3_reader *r, uint64_t offset, narcache_nar_segment
     r->lent_buffered = 1;
     return lend_bytes(r, seg, offset, data, n < left ? n : left);
   }
-  r->lent = left;
-  seg->kind = NARCACHE_NAR_SEG_STREAM;
-  seg->nar_offset = offset;
-  seg->length = left;
-  seg->data = NULL;
-  seg->fd = r->st->fd;
-  seg->file_offset = 0;
-  seg->wait_ms = stall > INT32_MAX ? INT32_MAX : (int)stall;
-  return 1;
+  return fd_segment(r, seg, NARCACHE_NAR_SEG_STREAM, offset, left, r->st->fd);
 }
 
 /* The server's way in: the bytes without a copy -- from the libcurl
@@ -634,7 +629,7 @@ static int s3_reader_segment(void *ctx, uint64_t offset, narcache_nar_segment *s
     int fd = -1;
     int armed = narcache__s3_xfer_arm(r->x, &fd);
     if (armed == 1)
-      return wait_segment(r, seg, offset, fd);
+      return fd_segment(r, seg, NARCACHE_NAR_SEG_WAIT, offset, 0, fd);
     /* something came meanwhile (or the end); no descriptor: block */
     rc = narcache__s3_xfer_peek(r->x, want, &data, &n,
                                 narcache__s3_now_ms() + (armed == 0 ? 0 : stall));

@@ -106,6 +106,16 @@ static void nar_name(char *out, size_t size, const char *tag) {
   snprintf(out, size, "%s-%u.nar", tag, run_id);
 }
 
+/* `len` random bytes (from `seed`) put as the NAR "<tag>-<run>.nar", whose
+ * name goes to `name` (64 bytes). Returns the bytes (free them). */
+static uint8_t *put_random_nar(narcache_store *s, const char *tag, size_t len, unsigned seed,
+                               char *name) {
+  uint8_t *data = random_bytes(len, seed);
+  nar_name(name, 64, tag);
+  assert_int_equal(put(s, NARCACHE_OBJECT_NAR, name, data, len), 0);
+  return data;
+}
+
 /* A store path hash part of this run. */
 static void hash_part(char out[33], unsigned n) {
   static const char digits[] = "0123456789abcdfghijklmnpqrsvwxyz";
@@ -161,10 +171,8 @@ static void test_ranges(void **state) {
   (void)state;
   narcache_store *s = open_store("range", NARCACHE_STORE_S3_WRITABLE, NULL);
   const size_t len = 2u << 20;
-  uint8_t *data = random_bytes(len, 7);
   char name[64];
-  nar_name(name, sizeof name, "range");
-  assert_int_equal(put(s, NARCACHE_OBJECT_NAR, name, data, len), 0);
+  uint8_t *data = put_random_nar(s, "range", len, 7, name);
   narcache_reader r = {.version = NARCACHE_READER_VERSION};
   assert_int_equal(narcache_store_open(&r, s, NARCACHE_OBJECT_NAR, name, strlen(name)), 0);
   uint8_t buf[4096];
@@ -216,10 +224,8 @@ static void take_stream(const narcache_nar_segment *seg, const uint8_t *expect, 
  * pauses. */
 static void read_by_segments(narcache_store *s, const char *tag, int want_stream) {
   const size_t len = (5u << 20) + 77;
-  uint8_t *data = random_bytes(len, 11);
   char name[64];
-  nar_name(name, sizeof name, tag);
-  assert_int_equal(put(s, NARCACHE_OBJECT_NAR, name, data, len), 0);
+  uint8_t *data = put_random_nar(s, tag, len, 11, name);
   narcache_reader r = {.version = NARCACHE_READER_VERSION};
   assert_int_equal(narcache_store_open(&r, s, NARCACHE_OBJECT_NAR, name, strlen(name)), 0);
   assert_non_null(r.segment);
@@ -366,17 +372,13 @@ static void test_virtual_host_addressing(void **state) {
    * the same key (a path-style request sent to BUCKET.localhost would have
    * put the bucket name into the key instead). */
   const size_t len = (1u << 20) + 5;
-  uint8_t *data = random_bytes(len, 31);
-  nar_name(name, sizeof name, "vhost");
-  assert_int_equal(put(virt, NARCACHE_OBJECT_NAR, name, data, len), 0);
+  uint8_t *data = put_random_nar(virt, "vhost", len, 31, name);
   expect_object(path, NARCACHE_OBJECT_NAR, name, data, len);
   expect_object(virt, NARCACHE_OBJECT_NAR, name, data, len);
 
   /* And the other way round, through the store's own connections once
    * libcurl has reached the gateway: they send the bucket's Host too. */
-  uint8_t *other = random_bytes(len, 32);
-  nar_name(name, sizeof name, "vhost-other");
-  assert_int_equal(put(path, NARCACHE_OBJECT_NAR, name, other, len), 0);
+  uint8_t *other = put_random_nar(path, "vhost-other", len, 32, name);
   assert_int_equal(first_segment_kind(virt, name, other, len), NARCACHE_NAR_SEG_STREAM);
   expect_object(virt, NARCACHE_OBJECT_NAR, name, other, len);
 
@@ -733,10 +735,8 @@ static void test_https_wait_segments(void **state) {
   narcache_s3_options o = {.endpoint = tls, .ca_file = ca};
   narcache_store *s = open_store("wait", NARCACHE_STORE_S3_WRITABLE, &o);
   const size_t len = 24u << 20; /* more than the ring and the socket buffers hold */
-  uint8_t *data = random_bytes(len, 41);
   char name[64];
-  nar_name(name, sizeof name, "wait");
-  assert_int_equal(put(s, NARCACHE_OBJECT_NAR, name, data, len), 0);
+  uint8_t *data = put_random_nar(s, "wait", len, 41, name);
   narcache_reader r = {.version = NARCACHE_READER_VERSION};
   assert_int_equal(narcache_store_open(&r, s, NARCACHE_OBJECT_NAR, name, strlen(name)), 0);
   pid_t gateway = gateway_pid();
@@ -814,10 +814,8 @@ static void test_concurrent_readers(void **state) {
   (void)state;
   narcache_store *s = open_store("many", NARCACHE_STORE_S3_WRITABLE, NULL);
   const size_t len = 1536 * 1024;
-  uint8_t *data = random_bytes(len, 11);
   char name[64];
-  nar_name(name, sizeof name, "many");
-  assert_int_equal(put(s, NARCACHE_OBJECT_NAR, name, data, len), 0);
+  uint8_t *data = put_random_nar(s, "many", len, 11, name);
   pthread_t t[8];
   reader_job jobs[8];
   for (int i = 0; i < 8; i++) {

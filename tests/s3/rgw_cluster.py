@@ -215,10 +215,11 @@ def stop_pid(d, name, grace=5.0):
         return
     pid = int(f.read_text())
     if alive(pid):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        if grace > 0:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + grace
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
