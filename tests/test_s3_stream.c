@@ -2,7 +2,8 @@
  * head parser on well-formed and hostile heads, and the connection against
  * a scripted peer on 127.0.0.1 (a thread of this test): informational
  * heads, body bytes that come with the head, a peer that hangs up, one
- * that never answers, one whose head never ends. The happy path against a
+ * that never answers, one whose head never ends; a session token sent
+ * signed with requests and presigned URLs. The happy path against a
  * real gateway is the s3 test's. Internal API: links the static library. */
 #define _GNU_SOURCE
 #include "s3_stream_internal.h"
@@ -22,7 +23,7 @@
 
 #include <cmocka.h> /* after the headers it needs */
 
-#include "narcache/common.h"
+#include "narcache.h"
 
 /* ---- the parser ------------------------------------------------------------ */
 
@@ -301,6 +302,64 @@ static void test_only_numeric_addresses(void **state) {
   assert_null(st);
 }
 
+/* A session token (from the options, or AWS_SESSION_TOKEN with the keys
+ * from the environment) goes with every request, signed, and into
+ * presigned URLs. The gateway of the s3 test ignores tokens it did not
+ * issue, so the request is looked at here, as the scripted peer got it. */
+static void probe_sends_token(const narcache_s3_options *o, const char *token) {
+  static const char *const replies[] = {
+      "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", NULL};
+  peer p;
+  peer_start(&p, replies, 0);
+  char endpoint[64], error[256] = "";
+  snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d", p.port);
+  narcache_s3_options opts = *o;
+  opts.version = NARCACHE_S3_OPTIONS_VERSION;
+  opts.bucket = "bkt";
+  opts.endpoint = endpoint;
+  opts.max_attempts = 1;
+  opts.flags = NARCACHE_STORE_S3_REDIRECT;
+  opts.error = error;
+  opts.error_size = sizeof error;
+  narcache_store *s = NULL;
+  if (narcache_store_s3_new(&s, &opts) != 0)
+    fail_msg("narcache_store_s3_new: %s", error);
+  char message[256];
+  int rc = narcache_store_s3_check(s, message, sizeof message);
+  if (rc != 0) /* a HEAD of the bucket */
+    fail_msg("check: %s (%s)", narcache_strerror(rc), message);
+  char *url = NULL;
+  assert_int_equal(narcache_store_redirect(&url, s, NARCACHE_OBJECT_NAR, "x.nar", 5), 1);
+  narcache_store_free(s);
+  peer_stop(&p);
+  char header[160], query[160];
+  snprintf(header, sizeof header, "\r\nx-amz-security-token: %s\r\n", token);
+  snprintf(query, sizeof query, "&X-Amz-Security-Token=%s&", token);
+  if (strcasestr(p.request, header) == NULL)
+    fail_msg("no %s in the request:\n%s", token, p.request);
+  const char *signed_headers = strstr(p.request, "SignedHeaders=");
+  assert_non_null(signed_headers);
+  assert_non_null(strstr(signed_headers, "x-amz-security-token"));
+  if (strstr(url, query) == NULL)
+    fail_msg("no %s in the presigned URL %s", token, url);
+  narcache_free(url);
+}
+
+static void test_session_token_is_sent(void **state) {
+  (void)state;
+  narcache_s3_options by_options = {.access_key = "AKIDEXAMPLE", .secret_key = "secret",
+                                    .session_token = "token-from-options"};
+  probe_sends_token(&by_options, "token-from-options");
+  setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE", 1);
+  setenv("AWS_SECRET_ACCESS_KEY", "secret", 1);
+  setenv("AWS_SESSION_TOKEN", "token-from-environment", 1);
+  narcache_s3_options by_environment = {0};
+  probe_sends_token(&by_environment, "token-from-environment");
+  unsetenv("AWS_ACCESS_KEY_ID");
+  unsetenv("AWS_SECRET_ACCESS_KEY");
+  unsetenv("AWS_SESSION_TOKEN");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_gateway_heads),
@@ -311,6 +370,7 @@ int main(void) {
       cmocka_unit_test(test_endless_head_is_refused),
       cmocka_unit_test(test_stalled_body_and_unreachable_host),
       cmocka_unit_test(test_only_numeric_addresses),
+      cmocka_unit_test(test_session_token_is_sent),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
