@@ -209,13 +209,16 @@ static int read_credentials_file(narcache__s3_config *c, const char *path, const
   return rc;
 }
 
-/* Options, then the environment, then the credentials file. */
+/* Keys in the options; else a credentials file or profile the caller
+ * named; else the environment's keys; else the default credentials file. */
 static int resolve_credentials(narcache__s3_config *c, const narcache_s3_options *o, const char *profile) {
+  int file_named = o->credentials_file != NULL || profile != NULL;
   if (o->access_key != NULL || o->secret_key != NULL) {
     c->access_key = dup_str(o->access_key ? o->access_key : "");
     c->secret_key = dup_str(o->secret_key ? o->secret_key : "");
     c->session_token = dup_str(o->session_token);
-  } else if (getenv("AWS_ACCESS_KEY_ID") != NULL && getenv("AWS_SECRET_ACCESS_KEY") != NULL) {
+  } else if (!file_named && getenv("AWS_ACCESS_KEY_ID") != NULL &&
+             getenv("AWS_SECRET_ACCESS_KEY") != NULL) {
     c->access_key = dup_str(getenv("AWS_ACCESS_KEY_ID"));
     c->secret_key = dup_str(getenv("AWS_SECRET_ACCESS_KEY"));
     c->session_token = dup_str(getenv("AWS_SESSION_TOKEN"));

@@ -596,6 +596,20 @@ static void test_configuration_errors(void **state) {
   assert_int_equal(narcache_store_s3_new(&s, &o), 0);
   assert_int_equal(narcache_store_s3_check(s, error, sizeof error), 0);
   narcache_store_free(s);
+  /* A file the caller names wins over keys in the environment. */
+  char *saved_secret =
+      getenv("AWS_SECRET_ACCESS_KEY") ? strdup(getenv("AWS_SECRET_ACCESS_KEY")) : NULL;
+  setenv("AWS_ACCESS_KEY_ID", "AKIDNOTTHEONE", 1);
+  setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret", 1);
+  assert_int_equal(narcache_store_s3_new(&s, &o), 0);
+  assert_int_equal(narcache_store_s3_check(s, error, sizeof error), 0);
+  narcache_store_free(s);
+  unsetenv("AWS_ACCESS_KEY_ID");
+  if (saved_secret != NULL)
+    setenv("AWS_SECRET_ACCESS_KEY", saved_secret, 1);
+  else
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+  free(saved_secret);
   unlink(path);
   if (saved_id != NULL) {
     setenv("AWS_ACCESS_KEY_ID", saved_id, 1);

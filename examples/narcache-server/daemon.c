@@ -145,6 +145,7 @@ static int open_s3_store(const daemon_options *o, narcache_store **store) {
                                      (o->s3_redirect ? NARCACHE_STORE_S3_REDIRECT : 0),
                             .redirect_endpoint = o->s3_public_endpoint,
                             .ca_file = o->s3_ca_file,
+                            .credentials_file = o->s3_credentials_file,
                             .error = error,
                             .error_size = sizeof error};
   int rc = narcache_store_s3_new(store, &so);

@@ -19,6 +19,7 @@ typedef struct daemon_options {
   int s3_redirect;                /* --s3-redirect: NARs by 307 to presigned URLs */
   const char *s3_public_endpoint; /* --s3-public-endpoint: the one clients reach */
   const char *s3_ca_file;         /* --s3-ca-file: certificates to trust */
+  const char *s3_credentials_file; /* --s3-credentials-file: an AWS credentials file */
   int nix_store;
   const char *store_dir; /* --nix-store DIR */
   const char *db_path;

@@ -18,8 +18,11 @@ static const char usage_text[] =
     "  --cache DIR             a binary-cache directory (as `nix copy --to file://DIR` writes)\n"
     "  --s3 URL                an S3 bucket laid out the same way (nix copy --to s3://):\n"
     "                          s3://BUCKET[/PREFIX][?endpoint=URL&region=R&addressing=path|virtual]\n"
-    "                          credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY\n"
-    "                          (AWS_SESSION_TOKEN) or ~/.aws/credentials (AWS_PROFILE)\n"
+    "                          credentials: --s3-credentials-file, else AWS_ACCESS_KEY_ID,\n"
+    "                          AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN), else\n"
+    "                          ~/.aws/credentials (AWS_PROFILE)\n"
+    "  --s3-credentials-file FILE  an AWS credentials file (profile= in the URL picks\n"
+    "                          the profile; default [default])\n"
     "  --s3-redirect           answer NAR requests with 307 to a presigned URL (valid 1 h):\n"
     "                          clients download straight from the object store\n"
     "  --s3-public-endpoint URL the endpoint as clients reach it, for those URLs\n"
@@ -135,6 +138,8 @@ static int parse_args(int argc, char **argv, daemon_options *o) {
       o->s3_public_endpoint = v;
     } else if ((v = option_value(argc, argv, &i, "--s3-ca-file", &missing)) != NULL) {
       o->s3_ca_file = v;
+    } else if ((v = option_value(argc, argv, &i, "--s3-credentials-file", &missing)) != NULL) {
+      o->s3_credentials_file = v;
     } else if (strcmp(argv[i], "--nix-store") == 0 || strncmp(argv[i], "--nix-store=", 12) == 0) {
       o->nix_store = 1;
       if (argv[i][11] == '=')
@@ -223,9 +228,11 @@ static int parse_args(int argc, char **argv, daemon_options *o) {
   }
   if ((o->cache_dir != NULL) + (o->s3_url != NULL) + (o->nix_store != 0) != 1)
     return daemon_usage_error("give exactly one of --cache DIR, --s3 URL and --nix-store");
-  if ((o->s3_redirect || o->s3_public_endpoint != NULL || o->s3_ca_file != NULL) &&
+  if ((o->s3_redirect || o->s3_public_endpoint != NULL || o->s3_ca_file != NULL ||
+       o->s3_credentials_file != NULL) &&
       o->s3_url == NULL)
-    return daemon_usage_error("--s3-redirect, --s3-public-endpoint and --s3-ca-file need --s3");
+    return daemon_usage_error("--s3-redirect, --s3-public-endpoint, --s3-ca-file and "
+                              "--s3-credentials-file need --s3");
   if (o->sign_uploads && o->n_key_files == 0)
     return daemon_usage_error("--sign-uploads needs a --key-file");
   if (o->private_cache && o->token_file == NULL)

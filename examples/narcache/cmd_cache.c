@@ -32,8 +32,10 @@ static const char cache_usage_text[] =
     "parts of the paths in the store directory, as Nix does (--closure does\n"
     "not follow those).\n"
     "An s3:// destination is a bucket laid out the same way (nix copy --to\n"
-    "s3://...); credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY\n"
-    "(AWS_SESSION_TOKEN) or ~/.aws/credentials (AWS_PROFILE).\n"
+    "s3://...); credentials come from --s3-credentials-file FILE (an AWS\n"
+    "credentials file; profile= in the URL picks the profile), else from\n"
+    "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN), else\n"
+    "~/.aws/credentials (AWS_PROFILE).\n"
     "--compression  zstd (default) or none;  --level  zstd level (default 3)\n"
     "--jobs         paths copied in parallel (default: one per CPU that other\n"
     "               processes leave free, measured over the first 0.1 s)\n"
@@ -41,6 +43,7 @@ static const char cache_usage_text[] =
 
 typedef struct cache_options {
   const char *to;
+  const char *s3_credentials_file; /* --s3-credentials-file */
   const char *store_dir;
   const char *db;
   const char **key_files;
@@ -544,6 +547,8 @@ static int parse_cache_options(int argc, char **argv, cache_options *o) {
       o->closure = 1;
     else if ((v = cli_option_value(argc, argv, &i, "--to", &missing)) != NULL)
       o->to = v;
+    else if ((v = cli_option_value(argc, argv, &i, "--s3-credentials-file", &missing)) != NULL)
+      o->s3_credentials_file = v;
     else if ((v = cli_option_value(argc, argv, &i, "--store-dir", &missing)) != NULL)
       o->store_dir = v;
     else if ((v = cli_option_value(argc, argv, &i, "--db", &missing)) != NULL)
@@ -582,10 +587,11 @@ static int parse_cache_options(int argc, char **argv, cache_options *o) {
 }
 
 /* An s3:// destination: credentials and endpoint checked before any work. */
-static int open_s3(narcache_store **dst, const char *url) {
+static int open_s3(narcache_store **dst, const char *url, const char *credentials_file) {
   char error[512] = "";
   narcache_s3_options so = {.version = NARCACHE_S3_OPTIONS_VERSION,
                             .url = url,
+                            .credentials_file = credentials_file,
                             .flags = NARCACHE_STORE_S3_WRITABLE,
                             .error = error,
                             .error_size = sizeof error};
@@ -603,7 +609,7 @@ static int open_s3(narcache_store **dst, const char *url) {
 static int open_destination(narcache_store **dst, const cache_options *o) {
   int rc;
   if (strncmp(o->to, "s3://", 5) == 0) {
-    if (open_s3(dst, o->to) < 0)
+    if (open_s3(dst, o->to, o->s3_credentials_file) < 0)
       return -1;
     rc = 0;
   } else {

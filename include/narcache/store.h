@@ -345,10 +345,12 @@ typedef struct narcache_s3_options {
   const char *endpoint; /* default https://s3.REGION.amazonaws.com */
   const char *region;   /* default $AWS_REGION, $AWS_DEFAULT_REGION, us-east-1 */
   int addressing;       /* 0: virtual for AWS, path for any other endpoint */
-  /* Credentials: these; else $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY
-   * (and $AWS_SESSION_TOKEN); else `profile` (default $AWS_PROFILE or
-   * "default") of `credentials_file` (default
-   * $AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials). */
+  /* Credentials: these; else, when `credentials_file` or a profile (here
+   * or profile= in the URL) is given, that profile (default "default") of
+   * that file (default $AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials);
+   * else $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY (and
+   * $AWS_SESSION_TOKEN); else profile $AWS_PROFILE (or "default") of the
+   * default file. */
   const char *access_key;
   const char *secret_key;
   const char *session_token;

@@ -13,7 +13,8 @@
 #     consistent.
 #  3. Faults: radosgw stopped while a NAR downloads (the download is cut,
 #     not completed short; 503 and /healthz 503 afterwards, never 404;
-#     recovery when it returns); a wrong secret key (a clear error at start);
+#     recovery when it returns); a wrong secret key (a clear error at start),
+#     and the right one from --s3-credentials-file winning over it;
 #     a wedged gateway (SIGSTOP: requests answer 503 within the store
 #     timeout while /healthz answers at once).
 # Usage: s3_nix.sh NARCACHE_SERVER NARCACHE_CLI
@@ -211,6 +212,16 @@ if AWS_SECRET_ACCESS_KEY=not-the-secret-key "$server" --s3 "$URL_A" --listen 127
 fi
 grep -q 'credentials were refused' "$TMP/wrong.log" || { cat "$TMP/wrong.log" >&2; exit 1; }
 echo "wrong secret key: $(grep -o 'credentials were refused[^(]*' "$TMP/wrong.log")"
+# credentials from a file named on the command line win over the
+# environment's (wrong ones here), for the server and for cache add
+printf '[ci]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$S3_ACCESS_KEY" "$S3_SECRET_KEY" \
+    > "$TMP/aws-credentials"
+AWS_SECRET_ACCESS_KEY=not-the-secret-key start_server credfile --s3 "$URL_A&profile=ci" \
+    --s3-credentials-file "$TMP/aws-credentials"
+[[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/$h.narinfo") == 200 ]]
+AWS_SECRET_ACCESS_KEY=not-the-secret-key "$cli" cache add --to "$URL_A&profile=ci" \
+    --s3-credentials-file "$TMP/aws-credentials" --key-file "$TMP/cache.sk" "$P_DEMO"
+echo "credentials from --s3-credentials-file: server and cache add"
 
 # ---- 3c. a wedged gateway: answers within the store timeout, loop responsive
 start_server wedge --s3 "$URL_A" --store-timeout 1000
